@@ -4,7 +4,6 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEMO   := data
 
 .PHONY: demo test bench install clean
 
@@ -19,17 +18,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip check
 	touch $@
 
-$(DEMO)/sample/manifest.csv: | $(STAMP)
-	$(BIN)/xdc sample-data --out $(DEMO)/sample
-
-demo: $(STAMP) $(DEMO)/sample/manifest.csv
-	$(BIN)/xdc decode --manifest $(DEMO)/sample/manifest.csv --out $(DEMO)/decoded --config configs/cpu-demo.yaml
+# The main job on the embedded default: sample data, XDC pretraining, linear-probe evaluation.
+# Without a GPU it uses configs/cpu-demo.yaml. Rerunning resumes from what is already in runs/demo.
+demo: $(STAMP)
+	$(BIN)/xdc run --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/decode_bench.py --out bench/results/decode.json
+	$(BIN)/python bench/learning_bench.py --set cluster.iterations=2 --out bench/results/learning.json
 
 clean:
-	rm -rf $(DEMO) bench/work
+	rm -rf runs bench/work

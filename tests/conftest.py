@@ -64,3 +64,35 @@ def make_indexed_video(
 def frame_indices(clip: np.ndarray) -> list[int]:
     """Recover the grey-level frame index of each frame of a ``[3, L, H, W]`` clip."""
     return [round(float(clip[:, i].mean()) / 8) for i in range(clip.shape[1])]
+
+
+@pytest.fixture(scope="session")
+def tiny_sample(tmp_path_factory) -> Path:
+    """A tiny labelled sample dataset (16 videos, 2 classes, 64x48, 2.5 s): its manifest path."""
+    from xdc_core.sample_data import SampleSpec, make_sample_dataset
+
+    root = tmp_path_factory.mktemp("tiny_sample")
+    return make_sample_dataset(root, SampleSpec(videos=16, classes=2, seconds=2.5, width=64, height=48))
+
+
+TINY_SETTINGS = {
+    "data": {"short_side": 32, "crop_size": 32, "clip_frames": 4, "eval_clips": 2, "mel_frames": 20, "n_mels": 16},
+    "model": {"video_width": 4, "audio_width": 4},
+    "embed": {"batch_size": 8, "workers": 0},
+    "cluster": {"k": 3, "iterations": 2},
+    "train": {"epoch_size": 16, "batch_size": 8, "lr": 0.05, "warmup_epochs": 1, "step_epochs": 1,
+              "total_epochs": 2, "workers": 0, "val_fraction": 0.25},
+    "evaluate": {"probe": {"epoch_size": 64, "batch_size": 16, "warmup_epochs": 1, "step_epochs": 1,
+                           "total_epochs": 2}, "probe_lrs": [0.01, 0.1], "workers": 0},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_decoded(tiny_sample, tmp_path_factory) -> Path:
+    """``tiny_sample`` decoded with the tiny settings."""
+    from xdc_core.config import build_config
+    from xdc_core.decode import decode_dataset
+
+    out = tmp_path_factory.mktemp("tiny_decoded") / "decoded"
+    decode_dataset(tiny_sample, out, build_config(TINY_SETTINGS), progress=False)
+    return out

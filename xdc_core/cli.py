@@ -78,6 +78,58 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+PRESETS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def preset_path(name: str) -> Path:
+    path = PRESETS / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"settings preset {name!r} not found at {path}; pass --config FILE")
+    return path
+
+
+def format_results(metrics: dict[str, Any]) -> str:
+    """A small table of top-1 accuracies."""
+    rows = [(f"{metrics['method'].upper()} linear probe", metrics["probe"])]
+    if "finetune" in metrics:
+        rows.append((f"{metrics['method'].upper()} finetune", metrics["finetune"]))
+    rows.append(("random init linear probe", metrics["baseline_random"]))
+    if "baseline_random_finetune" in metrics:
+        rows.append(("random init finetune", metrics["baseline_random_finetune"]))
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{'top-1 on the test split':<{width}}   video   audio"]
+    lines += [f"{name:<{width}}   {r['video']['top1']:.3f}   {r['audio']['top1']:.3f}" for name, r in rows]
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .device import resolve_device
+    from .run import run
+
+    overrides = _parse_set(args.set or [])
+    for flag, key in (("method", "cluster.method"), ("iterations", "cluster.iterations"), ("k", "cluster.k"),
+                      ("seed", "seed"), ("device", "device")):
+        if getattr(args, flag) is not None:
+            overrides[key] = getattr(args, flag)
+    config_path, note = args.config, ""
+    if config_path is None:
+        device = resolve_device(overrides.get("device", "auto"))
+        if device.type == "cpu":
+            config_path = preset_path("cpu-demo")
+            note = f"no GPU and no --config: using the CPU demo preset {config_path}"
+        else:
+            note = "GPU found and no --config: using the paper's defaults"
+    config = load_config(config_path, overrides)
+    print(note or f"settings: {config_path}", flush=True)
+    metrics = run(args.data, args.out, config, evaluate=not args.no_eval, progress=not args.quiet,
+                  log=lambda line: print(line, flush=True))
+    if "probe" in metrics:
+        print(format_results(metrics))
+    print(f"metrics: {Path(args.out) / 'metrics.json'}; encoders: {Path(args.out) / 'video_encoder.pt'}, "
+          f"{Path(args.out) / 'audio_encoder.pt'} ({metrics['seconds']:.0f} s)")
+    return 0
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
@@ -110,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample-data", help="write the embedded synthetic sample dataset and its manifest")
     p.add_argument("--out", type=Path, required=True, help="folder for the videos and manifest.csv")
-    p.add_argument("--videos", type=int, default=48, help="number of videos (default 48)")
+    p.add_argument("--videos", type=int, default=512, help="number of videos (default 512)")
     p.add_argument("--classes", type=int, default=4, help="number of latent classes (default 4, at most 8)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=cmd_sample_data)
@@ -122,6 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_config_args(p)
     p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("run", help="the whole XDC loop on one machine: decode, [embed, k-means, train] x N, evaluate")
+    p.add_argument("--data", type=Path, help="manifest CSV or decoded dataset folder (default: the embedded sample data)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (rerunning on it resumes)")
+    p.add_argument("--method", choices=["xdc", "sdc", "mdc", "cdc"], help="deep-clustering method (default: xdc)")
+    p.add_argument("--iterations", type=int, help="clustering iterations")
+    p.add_argument("--k", type=int, help="k-means clusters")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto")
+    p.add_argument("--no-eval", action="store_true", help="pretrain only (for data without labels)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("probe", help="print the streams, duration and frame rate of media files")
     p.add_argument("files", nargs="+", type=Path)
@@ -135,13 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .decode import DatasetMismatch
+    from .run import RunError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ConfigError, ManifestError, DatasetMismatch) as err:
+    except (ConfigError, ManifestError, DatasetMismatch, RunError) as err:
         print(f"xdc {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,7 +11,7 @@ value fails here, with a message naming the field and its allowed range, before 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -84,11 +84,104 @@ class DecodeConfig(_Strict):
     crf: int = Field(20, ge=0, le=51, description="x264 quality of the re-encoded video (lower is better)")
 
 
+class ModelConfig(_Strict):
+    """Encoder sizes: ``width`` is the first stage's channels (64 = torchvision's R(2+1)D-18 / ResNet-18)."""
+
+    video_width: int = Field(64, ge=4, le=256, description="R(2+1)D-18 first-stage width")
+    audio_width: int = Field(64, ge=4, le=256, description="ResNet-18 first-stage width")
+
+
+class EmbedConfig(_Strict):
+    """Features for clustering: deterministic clips of every video, averaged per video."""
+
+    clips: int = Field(1, ge=1, le=100, description="uniformly spaced clips per video (1 = the middle clip)")
+    batch_size: int = Field(32, ge=1, le=4096, description="videos per forward pass")
+    workers: int = Field(2, ge=0, le=64, description="DataLoader worker processes")
+
+
+Method = Literal["xdc", "sdc", "mdc", "cdc"]
+
+
+class ClusterConfig(_Strict):
+    """The deep-clustering loop (paper §3): what is clustered, into how many clusters, how often."""
+
+    method: Method = Field("xdc", description="sdc | mdc | cdc | xdc (paper §3)")
+    k: int = Field(256, ge=2, le=100_000, description="k-means clusters (paper Table 2: 64..1024)")
+    iterations: int = Field(5, ge=1, le=100, description="clustering iterations (paper: 5-6 to converge)")
+    pca_dim: int = Field(0, ge=0, le=4096, description="PCA-whiten to this many dims before k-means; 0 = off")
+    niter: int = Field(20, ge=1, le=1000, description="k-means (Lloyd) iterations")
+
+
+class Schedule(_Strict):
+    """An SGD schedule in the terms of the paper's Table 9.
+
+    The learning rate rises linearly from 0 to ``lr`` over ``warmup_epochs`` (per step, Goyal et al.),
+    then is multiplied by ``gamma`` every ``step_epochs`` epochs counted from the end of warmup.
+    """
+
+    epoch_size: int = Field(1_000_000, ge=1, description="es: examples seen per epoch")
+    batch_size: int = Field(32, ge=1, le=4096, description="bs")
+    lr: float = Field(0.01, gt=0, le=10, description="base lr")
+    warmup_epochs: int = Field(10, ge=0, le=1000, description="we")
+    step_epochs: int = Field(10, ge=1, le=1000, description="se")
+    total_epochs: int = Field(30, ge=1, le=1000, description="te")
+    weight_decay: float = Field(1e-4, ge=0, le=1, description="wd")
+    gamma: float = Field(0.01, gt=0, le=1, description="lr decay factor")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+
+    @model_validator(mode="after")
+    def _check_warmup(self) -> Schedule:
+        if self.warmup_epochs >= self.total_epochs and self.total_epochs > 1:
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs}) must be < total_epochs ({self.total_epochs})"
+            )
+        return self
+
+
+class TrainConfig(Schedule):
+    """Training an encoder on pseudo-labels. Defaults: paper Table 10, "All DCs, Kinetics"."""
+
+    early_stop: bool = Field(True, description="stop when the held-out pseudo-label loss rises 3 epochs in a row")
+    patience: int = Field(3, ge=1, le=100, description="consecutive rising epochs that stop training")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="held-out slice of the unlabelled videos")
+    workers: int = Field(2, ge=0, le=64, description="DataLoader worker processes")
+    split: str | None = Field("train", description="manifest split used for pretraining (None: every video)")
+
+
+class EvalConfig(_Strict):
+    """Downstream evaluation on a labelled train/test split. Defaults: paper Tables 11-12 (UCF101)."""
+
+    train_split: str = Field("train", description="split the classifier is trained on")
+    test_split: str = Field("test", description="split the top-1 accuracy is measured on")
+    probe: Schedule = Schedule(
+        epoch_size=106_000, batch_size=32, lr=0.01, warmup_epochs=2, step_epochs=2, total_epochs=8, weight_decay=0.005
+    )
+    probe_lrs: list[float] = Field(
+        [0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.02, 0.04],
+        min_length=1,
+        description="base lrs cross-validated for fc-only (Table 12); chosen on a slice of the train split",
+    )
+    finetune: bool = Field(False, description="also fully finetune each encoder (expensive)")
+    finetune_schedule: Schedule = Schedule(
+        epoch_size=106_000, batch_size=32, lr=0.004, warmup_epochs=2, step_epochs=2, total_epochs=8, weight_decay=0.005
+    )
+    finetune_lrs: list[float] = Field([0.001, 0.002, 0.004, 0.006, 0.008, 0.01], min_length=1)
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="slice of the train split used to choose the lr")
+    workers: int = Field(2, ge=0, le=64)
+
+
 class Config(_Strict):
-    """The whole settings tree; later stages add their sections here."""
+    """The whole settings tree."""
 
     data: DataConfig = DataConfig()
     decode: DecodeConfig = DecodeConfig()
+    model: ModelConfig = ModelConfig()
+    embed: EmbedConfig = EmbedConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvalConfig = EvalConfig()
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of every random choice in a run")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available")
 
 
 def _field_range(model: type[BaseModel], name: str) -> str:

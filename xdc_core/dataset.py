@@ -64,10 +64,22 @@ def read_index(root: str | Path) -> list[VideoEntry]:
 class ClipDataset(Dataset[dict[str, Any]]):
     """Clips and aligned log-mel windows from a decoded dataset folder."""
 
-    def __init__(self, root: str | Path, data: DataConfig, mode: Mode = "train", split: str | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        data: DataConfig,
+        mode: Mode = "train",
+        split: str | None = None,
+        modalities: tuple[str, ...] = ("video", "audio"),
+        clips: int | None = None,
+    ) -> None:
+        """``modalities`` limits what is decoded (an audio encoder never needs frames); ``clips``
+        overrides ``data.eval_clips`` in eval mode (e.g. 1 middle clip for clustering features)."""
         self.root = Path(root)
         self.data = data
         self.mode = mode
+        self.modalities = modalities
+        self.clips = clips or data.eval_clips
         entries = read_index(self.root)
         meta = json.loads((self.root / "meta.json").read_text()) if (self.root / "meta.json").is_file() else {}
         wanted = {"fps": data.fps, "short_side": data.short_side, "audio_rate": data.audio_rate}
@@ -105,22 +117,24 @@ class ClipDataset(Dataset[dict[str, Any]]):
     def __getitem__(self, i: int) -> dict[str, Any]:
         d = self.data
         entry = self.entries[i]
-        video_path = self.root / "video" / f"{entry.id}.mp4"
-        with MediaFile(video_path) as m:
-            if self.mode == "train":
-                # Drawn from torch's RNG so DataLoader workers get distinct, seedable streams.
-                rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
-                start = random_clip_start(entry.duration, d.clip_seconds, rng)
-                video = m.video_clip(start, d.clip_frames, d.fps, d.short_side, d.crop_size, "random", rng)
-                clip = torch.from_numpy(video)
-                audio = self._audio(entry, start)
-            else:
-                starts = uniform_clip_starts(entry.duration, d.clip_seconds, d.eval_clips)
-                clip = torch.stack(
-                    [
-                        torch.from_numpy(m.video_clip(s, d.clip_frames, d.fps, d.short_side, d.crop_size, "center"))
-                        for s in starts
-                    ]
-                )
-                audio = torch.stack([self._audio(entry, s) for s in starts])
-        return {"video": clip, "audio": audio, "index": entry.index, "label": self._label(entry)}
+        if self.mode == "train":
+            # Drawn from torch's RNG so DataLoader workers get distinct, seedable streams.
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+            starts = [random_clip_start(entry.duration, d.clip_seconds, rng)]
+            crop = "random"
+        else:
+            rng = None
+            starts = uniform_clip_starts(entry.duration, d.clip_seconds, self.clips)
+            crop = "center"
+        item: dict[str, Any] = {"index": entry.index, "label": self._label(entry)}
+        if "video" in self.modalities:
+            with MediaFile(self.root / "video" / f"{entry.id}.mp4") as m:
+                clips = [
+                    torch.from_numpy(m.video_clip(s, d.clip_frames, d.fps, d.short_side, d.crop_size, crop, rng))
+                    for s in starts
+                ]
+            item["video"] = clips[0] if self.mode == "train" else torch.stack(clips)
+        if "audio" in self.modalities:
+            specs = [self._audio(entry, s) for s in starts]
+            item["audio"] = specs[0] if self.mode == "train" else torch.stack(specs)
+        return item

@@ -10,8 +10,9 @@ Strong nuisances, drawn independently in each modality and independent of the cl
 of the signal energy:
 
 * video: background colour and texture (stripes of random angle, period and contrast), object
-  colour, size and position, sensor noise;
-* audio: loudness (±15 dB), background noise level, a random low hum.
+  tint, size, position and speed, sensor noise;
+* audio: 1-3 steady distractor tones in the classes' pitch range, as loud as the class tone or
+  louder; background noise of random level and colour; a random low hum; loudness (15 dB range).
 
 So, like real video, clustering one modality's raw features finds the nuisances (background
 colour, loudness), while the only thing the two modalities share is the class — which is what
@@ -22,8 +23,10 @@ Everything is deterministic given the seed; video ``i`` does not depend on how m
 from __future__ import annotations
 
 import json
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
+from multiprocessing import get_context
 from pathlib import Path
 
 import av
@@ -40,12 +43,12 @@ PULSE_HZ = (0.0, 2.0, 4.0, 1.0, 3.0, 6.0, 1.5, 5.0)
 
 @dataclass(frozen=True)
 class SampleSpec:
-    videos: int = 48
+    videos: int = 512
     classes: int = 4
     seed: int = 0
-    seconds: float = 4.0
-    width: int = 160
-    height: int = 120
+    seconds: float = 3.0
+    width: int = 96
+    height: int = 72
     fps: int = 30
     audio_rate: int = 22050
 
@@ -116,24 +119,27 @@ def _frames(c: int, spec: SampleSpec, rng: np.random.Generator) -> np.ndarray:
     desc = class_description(c)
     n = round(spec.seconds * spec.fps)
     h, w = spec.height, spec.width
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)  # float32 throughout: this is the slow part
     # Nuisances: all drawn independently of the class.
     bg = _hsv_to_rgb(rng.uniform(), rng.uniform(0.3, 1.0), rng.uniform(0.25, 1.0))
     angle, period, contrast = rng.uniform(0, np.pi), rng.uniform(6, 30), rng.uniform(0.0, 0.35)
     stripes = np.sin(2 * np.pi * (np.cos(angle) * xx + np.sin(angle) * yy) / period)
-    background = np.clip(bg[None, None, :] * (1 + contrast * stripes[..., None]), 0, 1)
-    fg = _hsv_to_rgb(rng.uniform(), rng.uniform(0.5, 1.0), rng.uniform(0.5, 1.0))
-    radius = rng.uniform(0.12, 0.25) * min(h, w)
+    background = np.clip(bg[None, None, :] * (1 + contrast * stripes[..., None]), 0, 1).astype(np.float32)
+    # The object stands out by luminance (dark on bright backgrounds, bright on dark ones), as
+    # objects in real footage usually do; its tint is a nuisance.
+    value = rng.uniform(0.0, 0.2) if bg.max() > 0.6 else rng.uniform(0.85, 1.0)
+    fg = _hsv_to_rgb(rng.uniform(), rng.uniform(0.0, 0.4), value).astype(np.float32)
+    radius = rng.uniform(0.15, 0.28) * min(h, w)
     cy0, cx0 = rng.uniform(0.35, 0.65) * h, rng.uniform(0.35, 0.65) * w
     amp = rng.uniform(0.15, 0.3) * min(h, w)
-    cycles_per_s, phase0 = rng.uniform(0.4, 0.8), rng.uniform()
+    cycles_per_s, phase0 = rng.uniform(0.8, 1.5), rng.uniform()
     noise = rng.uniform(0.01, 0.06)
     out = np.empty((n, h, w, 3), np.uint8)
     for t in range(n):
         dy, dx = _motion(str(desc["motion"]), phase0 + cycles_per_s * t / spec.fps)
         mask = _shape_mask(str(desc["shape"]), yy, xx, cy0 + amp * dy, cx0 + amp * dx, radius)
         frame = np.where(mask[..., None], fg[None, None, :], background)
-        frame = frame + rng.normal(0, noise, frame.shape)
+        frame += rng.standard_normal(frame.shape, dtype=np.float32) * np.float32(noise)
         out[t] = np.clip(frame * 255, 0, 255).astype(np.uint8)
     return out
 
@@ -151,12 +157,20 @@ def _sound(c: int, spec: SampleSpec, rng: np.random.Generator) -> np.ndarray:
     pulse = float(desc["pulse_hz"])
     if pulse > 0:  # class rhythm: the tone is on for half of each pulse period
         tone *= (np.sin(2 * np.pi * pulse * t + rng.uniform(0, 2 * np.pi)) > 0).astype(np.float64)
-    # Nuisances: hum, background noise, loudness.
+    # Nuisances: steady distractor tones anywhere in the classes' pitch range (as loud as the
+    # class tone or louder), a hum, background noise of random colour, loudness.
+    distract = sum(
+        rng.uniform(0.3, 0.8) * np.sin(2 * np.pi * rng.uniform(250, 4500) * t + rng.uniform(0, 2 * np.pi))
+        for _ in range(int(rng.integers(1, 4)))
+    )
     hum = rng.uniform(0.0, 0.5) * np.sin(2 * np.pi * rng.uniform(50, 150) * t)
-    noise = rng.uniform(0.02, 0.5) * rng.normal(0, 1, n)
+    white = rng.normal(0, 1, n + 64)
+    width = int(rng.integers(1, 33))  # box filter: 1 = white noise, wider = darker (low-passed)
+    noise = np.convolve(white, np.ones(width) / np.sqrt(width), mode="valid")[:n]
+    noise *= rng.uniform(0.02, 0.4)
     gain = 10 ** (rng.uniform(-15, 0) / 20)
-    wave = gain * (0.5 * tone + hum + noise)
-    return np.clip(wave / 2.5, -1, 1).astype(np.float32)
+    wave = gain * (0.5 * tone + distract + hum + noise)
+    return np.clip(wave / 3.5, -1, 1).astype(np.float32)
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -188,7 +202,12 @@ def write_video(
         out.mux(aus.encode(None))
 
 
-def make_sample_dataset(out_dir: str | Path, spec: SampleSpec = SampleSpec()) -> Path:
+def _make_one(path: Path, c: int, i: int, spec: SampleSpec) -> None:
+    rng = np.random.default_rng([spec.seed, 1, i])  # per video: video i never depends on N
+    write_video(path, _frames(c, spec, rng), spec.fps, _sound(c, spec, rng), spec.audio_rate)
+
+
+def make_sample_dataset(out_dir: str | Path, spec: SampleSpec = SampleSpec(), workers: int = 2) -> Path:
     """Write ``spec.videos`` mp4 files, ``manifest.csv`` and ``classes.json`` to ``out_dir``.
 
     Classes are balanced; one video in four of each class is in the ``test`` split.
@@ -197,12 +216,13 @@ def make_sample_dataset(out_dir: str | Path, spec: SampleSpec = SampleSpec()) ->
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     labels = np.random.default_rng([spec.seed, 0]).permutation(np.arange(spec.videos) % spec.classes)
+    jobs = [(out / f"videos/sample_{i:04d}.mp4", c, i, spec) for i, c in enumerate(labels.tolist())]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        list(pool.map(_make_one, *zip(*jobs), chunksize=8))
     seen = [0] * spec.classes
     rows: list[tuple[str, str | None, str | None]] = []
     for i, c in enumerate(labels.tolist()):
-        rng = np.random.default_rng([spec.seed, 1, i])
         rel = f"videos/sample_{i:04d}.mp4"
-        write_video(out / rel, _frames(c, spec, rng), spec.fps, _sound(c, spec, rng), spec.audio_rate)
         split = "test" if seen[c] % 4 == 3 else "train"
         seen[c] += 1
         rows.append((rel, f"c{c}", split))

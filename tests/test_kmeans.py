@@ -1,0 +1,182 @@
+"""The clustering step: k-means recovers blobs, NMI/purity are right, no cluster is ever empty."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from xdc_core.kmeans import _fix_empty, kmeans, l2_normalize, nmi, pca_whiten, purity
+
+
+def blobs(n: int = 300, k: int = 6, d: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Well-separated Gaussian blobs around random directions (separable after L2 norm too)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)) * 20
+    ids = np.arange(n) % k
+    return (centres[ids] + rng.normal(size=(n, d))).astype(np.float32), ids
+
+
+def nmi_formula(a: np.ndarray, b: np.ndarray) -> float:
+    """MI / mean(H(a), H(b)), written out with Python loops as an independent check."""
+    pa = {x: np.mean(a == x) for x in set(a)}
+    pb = {y: np.mean(b == y) for y in set(b)}
+    mi = 0.0
+    for x in pa:
+        for y in pb:
+            pxy = np.mean((a == x) & (b == y))
+            if pxy > 0:
+                mi += pxy * np.log(pxy / (pa[x] * pb[y]))
+    h = lambda p: -sum(v * np.log(v) for v in p.values())  # noqa: E731
+    return mi / ((h(pa) + h(pb)) / 2)
+
+
+def test_recovers_blobs_with_correct_stats() -> None:
+    x, ids = blobs()
+    result = kmeans(x, 6, seed=0, labels=ids)
+    a = result.assignments
+    assert a.dtype == np.int64 and a.shape == (300,)
+    assert result.centroids.dtype == np.float32 and result.centroids.shape == (6, 32)
+    sizes = np.bincount(a, minlength=6)
+    assert sizes.min() > 0 and a.max() < 6
+    s = result.stats
+    assert (s.k, s.sizes_min, s.sizes_max) == (6, sizes.min(), sizes.max())
+    assert s.sizes_median == float(np.median(sizes))
+    assert s.nmi_labels > 0.95 and s.purity > 0.95
+    assert nmi(a, ids) > 0.95
+    # The objective is the sum of squared distances in the clustered (normalised) space.
+    xn = l2_normalize(x)
+    assert s.objective == pytest.approx(float(((xn - result.centroids[a]) ** 2).sum()), rel=1e-4)
+    d = s.to_dict()
+    json.dumps(d)
+    assert d["nmi_previous"] is None and d["purity"] == round(s.purity, 4)
+
+
+def test_deterministic_for_a_seed() -> None:
+    x, _ = blobs(n=200, k=8, d=16, seed=3)
+    r1, r2 = kmeans(x, 8, seed=5), kmeans(x, 8, seed=5)
+    np.testing.assert_array_equal(r1.assignments, r2.assignments)
+    np.testing.assert_array_equal(r1.centroids, r2.centroids)
+
+
+def test_pca_whitening_option() -> None:
+    x, ids = blobs(n=300, k=6, d=32, seed=1)
+    r = kmeans(x, 6, seed=0, pca_dim=8, labels=ids)
+    assert r.centroids.shape == (6, 8)
+    assert r.stats.nmi_labels > 0.95
+    # The output dimension is capped by d and by N-1.
+    assert pca_whiten(l2_normalize(x), 100).shape == (300, 32)
+    assert kmeans(x[:10], 3, seed=0, pca_dim=64).centroids.shape == (3, 9)
+    # Whitened: decorrelated components of equal variance (faiss's scale is 1/N, not 1).
+    w = pca_whiten(l2_normalize(x), 8)
+    cov = np.cov(w, rowvar=False)
+    np.testing.assert_allclose(cov / cov[0, 0], np.eye(8), atol=1e-3)
+
+
+def test_nmi_known_values() -> None:
+    a = np.array([0, 0, 1, 1, 2, 2])
+    assert nmi(a, a) == pytest.approx(1.0)
+    assert nmi(a, np.array([7, 7, -3, -3, 5, 5])) == pytest.approx(1.0)  # any ints, permuted
+    assert nmi([0, 0, 0], [4, 4, 4]) == 1.0  # both a single cluster
+    assert nmi([0, 0, 1, 1], [0, 0, 0, 0]) == 0.0  # one trivial labeling: MI = 0
+    assert nmi([0, 0, 1, 1], [0, 1, 0, 1]) == pytest.approx(0.0, abs=1e-12)  # independent
+    # [0,0,1,1] vs [0,0,0,1], by hand: MI = 1/2 ln(4/3) + 1/4 ln(2/3) + 1/4 ln 2 = 0.215761,
+    # H(a) = ln 2 = 0.693147, H(b) = -(3/4 ln 3/4 + 1/4 ln 1/4) = 0.562335 -> 0.215761 / 0.627741
+    assert nmi([0, 0, 1, 1], [0, 0, 0, 1]) == pytest.approx(0.343710, abs=1e-5)
+    # [0,1,2,3] vs [0,0,1,1]: MI = H(b) = ln 2, H(a) = ln 4 -> ln2 / ((ln4 + ln2) / 2) = 2/3
+    assert nmi([0, 1, 2, 3], [0, 0, 1, 1]) == pytest.approx(2 / 3)
+    rng = np.random.default_rng(0)
+    u, v = rng.integers(0, 5, 2000), rng.integers(0, 7, 2000)
+    assert nmi(u, v) < 0.05
+    u, v = rng.integers(0, 4, 60), rng.integers(0, 3, 60)
+    assert nmi(u, v) == pytest.approx(nmi_formula(u, v), rel=1e-9)
+    assert nmi(u, v) == pytest.approx(nmi(v, u), rel=1e-12)
+    with pytest.raises(ValueError, match="length"):
+        nmi([0, 1], [0, 1, 2])
+
+
+def test_purity() -> None:
+    assert purity(np.array([0, 0, 0, 1, 1]), np.array([3, 3, 4, 4, 4])) == pytest.approx(4 / 5)
+    assert purity(np.array([5, 5, 9, 9]), np.array([1, 2, 1, 2])) == pytest.approx(0.5)
+
+
+def test_fix_empty_splits_the_largest_cluster() -> None:
+    x, _ = blobs(n=60, k=3, d=8, seed=2)
+    x = l2_normalize(x)
+    a = np.zeros(60, dtype=np.int64)
+    a[40:] = 1  # clusters 2 and 3 empty; cluster 0 is the largest
+    c = np.zeros((4, 8), dtype=np.float32)
+    fixed, cents, n_empty = _fix_empty(x, a, c, seed=0)
+    assert n_empty == 2
+    assert set(np.unique(fixed)) == {0, 1, 2, 3}
+    assert (fixed[40:] == 1).all()  # the cluster that was not split keeps its points
+    for j in (0, 2, 3):  # the split clusters' centroids are the means of their points
+        np.testing.assert_allclose(cents[j], x[fixed == j].mean(axis=0), atol=1e-6)
+    assert (a[40:] == 1).all() and (a[:40] == 0).all()  # the input is not modified
+
+
+def test_fix_empty_with_identical_points() -> None:
+    x = np.ones((10, 4), dtype=np.float32) / 2
+    a = np.zeros(10, dtype=np.int64)
+    fixed, _, n_empty = _fix_empty(x, a, np.zeros((3, 4), dtype=np.float32), seed=0)
+    assert n_empty == 2
+    # 2-means cannot separate identical points, so half of the largest cluster moves by index:
+    # 10 -> 5 + 5, then 5 -> 2 + 3.
+    np.testing.assert_array_equal(np.bincount(fixed, minlength=3), [2, 5, 3])
+
+
+def test_duplicates_more_clusters_than_distinct_points() -> None:
+    # 3 distinct points repeated: k=5 forces at least 2 empty clusters in faiss's final assignment.
+    base = np.eye(3, 6, dtype=np.float32)
+    x = np.repeat(base, 20, axis=0)
+    r = kmeans(x, 5, seed=0)
+    assert np.bincount(r.assignments, minlength=5).min() > 0
+    assert r.stats.empty_before_fix > 0
+    assert r.stats.sizes_min > 0
+    # All points identical, even through PCA whitening (zero eigenvalues): still k clusters.
+    r = kmeans(np.ones((6, 3)), 3, seed=0, pca_dim=4)
+    assert sorted(np.bincount(r.assignments, minlength=3)) == [1, 2, 3]
+    assert np.isfinite(r.centroids).all() and r.stats.empty_before_fix == 2
+
+
+def test_previous_and_labels_stats() -> None:
+    x, ids = blobs(n=120, k=4, d=16, seed=4)
+    r = kmeans(x, 4, seed=0)
+    assert (r.stats.nmi_previous, r.stats.purity, r.stats.nmi_labels) == (None, None, None)
+    r2 = kmeans(x, 4, seed=1, previous=r.assignments)
+    assert r2.stats.nmi_previous == pytest.approx(nmi(r2.assignments, r.assignments))
+    # Cluster ids are arbitrary: the same partition under other ids is NMI 1.
+    assert kmeans(x, 4, seed=0, previous=(r.assignments + 1) * 10).stats.nmi_previous == pytest.approx(1.0)
+    # -1 labels are ignored: scrambling them must not change purity / NMI.
+    labels = ids.copy()
+    labels[::3] = -1
+    known = labels >= 0
+    r3 = kmeans(x, 4, seed=0, labels=labels)
+    assert r3.stats.purity == pytest.approx(purity(r3.assignments[known], labels[known]))
+    assert r3.stats.nmi_labels == pytest.approx(nmi(r3.assignments[known], labels[known]))
+    assert r3.stats.purity == pytest.approx(1.0)
+    assert kmeans(x, 4, seed=0, labels=np.full(120, -1)).stats.purity is None
+
+
+def test_bad_inputs() -> None:
+    x, _ = blobs(n=20, k=2, d=4)
+    with pytest.raises(ValueError, match=r"k \(=21\) must not exceed the number of videos \(=20\)"):
+        kmeans(x, 21, seed=0)
+    with pytest.raises(ValueError, match="at least 2"):
+        kmeans(x, 1, seed=0)
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    bad[7, 0] = np.inf
+    with pytest.raises(ValueError, match="2 of 20 rows contain NaN or inf"):
+        kmeans(bad, 2, seed=0)
+    with pytest.raises(ValueError, match="2-D"):
+        kmeans(x[:, 0], 2, seed=0)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        kmeans(x, 2, seed=0, labels=np.zeros(5, dtype=int))
+
+
+def test_l2_normalize_zero_rows() -> None:
+    y = l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, [[0.6, 0.8], [0.0, 0.0]])

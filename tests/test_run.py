@@ -1,0 +1,93 @@
+"""`xdc run` end to end with tiny shapes, resume, and the settings it refuses before any work."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torchvision
+import yaml
+
+from conftest import TINY_SETTINGS
+from xdc_core.cli import main
+from xdc_core.config import build_config
+from xdc_core.models import build_trunk
+from xdc_core.run import RunError, run
+
+XDC = [sys.executable, "-m", "xdc_core.cli"]
+
+
+@pytest.fixture
+def tiny_yaml(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_SETTINGS))
+    return path
+
+
+def test_xdc_run_end_to_end_on_a_manifest(tiny_sample, tiny_yaml, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([*XDC, "run", "--data", str(tiny_sample), "--config", str(tiny_yaml), "--out", str(out),
+                           "--method", "xdc", "--quiet"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["method"] == "xdc" and len(m["iterations"]) == 2
+    for key in ("probe", "baseline_random"):
+        for modality in ("video", "audio"):
+            assert 0.0 <= m[key][modality]["top1"] <= 1.0
+    it2 = m["iterations"][1]
+    assert set(it2["clusters"]) == {"video", "audio"} and it2["clusters"]["video"]["nmi_previous"] is not None
+    assert it2["clusters"]["audio"]["empty_before_fix"] >= 0 and it2["train"]["video"]["stop_reason"]
+    # one log line per iteration, then the result table
+    assert proc.stdout.count("iter ") >= 2 and "linear probe" in proc.stdout and "random init" in proc.stdout
+    # the encoders are plain state dicts of the (slim) torchvision architectures
+    build_trunk("video", 4).load_state_dict(torch.load(out / "video_encoder.pt"))
+    build_trunk("audio", 4).load_state_dict(torch.load(out / "audio_encoder.pt"))
+
+    # Rerun on the same folder: every iteration is loaded, not recomputed, and the results agree.
+    again = subprocess.run([*XDC, "run", "--data", str(tiny_sample), "--config", str(tiny_yaml), "--out", str(out),
+                            "--quiet"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("already done") == 2
+    assert json.loads((out / "metrics.json").read_text())["probe"] == m["probe"]
+
+
+@pytest.mark.parametrize("method", ["sdc", "mdc", "cdc"])
+def test_other_methods_run(tiny_decoded, tmp_path, method):
+    settings = {**TINY_SETTINGS, "cluster": {"k": 3, "iterations": 1, "method": method}}
+    m = run(tiny_decoded, tmp_path / method, build_config(settings), evaluate=False, progress=False, log=lambda _: None)
+    expected = {"sdc": {"video", "audio"}, "mdc": {"video", "audio"}, "cdc": {"joint"}}[method]
+    assert set(m["iterations"][0]["clusters"]) == expected and "probe" not in m
+
+
+def test_full_size_encoders_are_the_torchvision_ones(tmp_path):
+    # What `xdc run` saves at width 64 loads into torchvision's r2plus1d_18 trunk.
+    tv = torchvision.models.video.r2plus1d_18()
+    tv.fc = torch.nn.Identity()
+    torch.save(build_trunk("video", 64).state_dict(), tmp_path / "v.pt")
+    tv.load_state_dict(torch.load(tmp_path / "v.pt"))
+
+
+def test_bad_settings_fail_before_any_work(tiny_sample, tiny_decoded, tiny_yaml, tmp_path, capsys):
+    out = tmp_path / "bad"
+    assert main(["run", "--data", str(tiny_sample), "--config", str(tiny_yaml), "--out", str(out), "--k", "500"]) == 2
+    err = capsys.readouterr().err
+    assert "k=500 is larger than the number of pretraining videos (12" in err
+    assert not (out / "decoded").exists()  # nothing was decoded
+    assert main(["run", "--config", str(tiny_yaml), "--out", str(out), "--iterations", "0"]) == 2
+    assert "cluster.iterations" in capsys.readouterr().err
+    assert main(["run", "--config", str(tiny_yaml), "--out", str(out), "--set", "cluster.method=dc"]) == 2
+    assert "cluster.method" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse rejects an unknown --method with its usage message
+        main(["run", "--out", str(out), "--method", "dc"])
+
+
+def test_unlabelled_data_cannot_be_evaluated(tiny_sample, tmp_path):
+    unlabelled = tmp_path / "m.csv"
+    rows = tiny_sample.read_text().splitlines()[1:]
+    unlabelled.write_text("path\n" + "\n".join(str(tiny_sample.parent / r.split(",")[0]) for r in rows) + "\n")
+    cfg = build_config({**TINY_SETTINGS, "cluster": {"k": 3, "iterations": 1}})
+    with pytest.raises(RunError, match="evaluation needs labelled videos in the train split 'train'.*--no-eval"):
+        run(unlabelled, tmp_path / "o", cfg, progress=False, log=lambda _: None)
+    m = run(unlabelled, tmp_path / "o", cfg, evaluate=False, progress=False, log=lambda _: None)
+    assert m["videos"] == 16 and "probe" not in m  # no split column: every video is pretrained on

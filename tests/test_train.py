@@ -1,0 +1,104 @@
+"""Training on pseudo-labels: sampler, schedule, heads, early stop, checkpoint and resume."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_SETTINGS
+from xdc_core.config import Schedule, build_config
+from xdc_core.dataset import ClipDataset
+from xdc_core.models import build_trunk
+from xdc_core.train import UniformLabelSampler, lr_at, rising_streak, split_holdout, train_encoder
+
+
+def test_sampler_draws_pseudo_classes_evenly():
+    labels = np.array([0] * 90 + [1] * 8 + [2] * 2)  # very unbalanced clusters
+    idx = UniformLabelSampler(labels, 300, seed=0).indices()
+    counts = np.bincount(labels[idx], minlength=3)
+    assert len(idx) == 300 and counts.min() >= 99 and counts.max() <= 101
+    assert set(idx[labels[idx] == 2]) == {98, 99}  # the 2-video cluster is oversampled, with replacement
+    assert np.array_equal(idx, UniformLabelSampler(labels, 300, seed=0).indices())
+    assert not np.array_equal(idx, UniformLabelSampler(labels, 300, seed=1).indices())
+
+
+def test_lr_schedule_warmup_then_step_decay():
+    s = Schedule(lr=0.1, warmup_epochs=2, step_epochs=3, total_epochs=10, gamma=0.1)
+    assert lr_at(s, 0, 0, 10) == pytest.approx(0.1 / 20)  # linear from ~0
+    assert lr_at(s, 1, 9, 10) == pytest.approx(0.1)  # reaches the base lr at the end of warmup
+    assert [round(lr_at(s, e, 0, 10), 6) for e in range(2, 10)] == [0.1] * 3 + [0.01] * 3 + [0.001] * 2
+
+
+def test_rising_streak_counts_consecutive_rises_up_to_the_last_epoch():
+    assert rising_streak([3.0, 2.0, 1.0]) == 0
+    assert rising_streak([1.0, 2.0, 3.0, 4.0]) == 3
+    assert rising_streak([5.0, 1.0, 2.0, 1.5, 1.7]) == 1
+    assert rising_streak([]) == 0
+
+
+def test_holdout_is_seeded_and_disjoint():
+    tr, va = split_holdout(20, 0.25, seed=3)
+    assert len(va) == 5 and len(tr) == 15 and not set(tr) & set(va)
+    assert np.array_equal(va, split_holdout(20, 0.25, seed=3)[1])
+    assert len(split_holdout(20, 0.0, seed=3)[1]) == 0
+
+
+@pytest.fixture
+def setup(tiny_decoded):
+    cfg = build_config(TINY_SETTINGS)
+    train = ClipDataset(tiny_decoded, cfg.data, "train", "train", ("audio",))
+    val = ClipDataset(tiny_decoded, cfg.data, "eval", "train", ("audio",), clips=1)
+    targets = [np.arange(len(train)) % 3]
+    return cfg, train, val, targets
+
+
+def test_heads_are_fresh_every_call(setup):
+    cfg, train, val, targets = setup
+    trunk = build_trunk("audio", 4)
+    big = cfg.train.model_copy(update={"lr": 1.0, "total_epochs": 2, "warmup_epochs": 0, "early_stop": False})
+    _, heads1 = train_encoder(trunk, "audio", train, val, targets, big, 0, torch.device("cpu"), progress=False)
+    assert heads1.fcs[0].bias.abs().max() > 0.01  # the first heads moved a lot
+    tiny = big.model_copy(update={"lr": 1e-9, "total_epochs": 1})
+    _, heads2 = train_encoder(trunk, "audio", train, val, targets, tiny, 1, torch.device("cpu"), progress=False)
+    # The second iteration's head starts from a fresh init (std 0.01, zero bias), not from heads1.
+    assert heads2.fcs[0].bias.abs().max() < 1e-6
+    assert heads2.fcs[0].weight.std().item() == pytest.approx(0.01, rel=0.3)
+
+
+def test_mdc_style_two_heads(setup):
+    cfg, train, val, targets = setup
+    two = [targets[0], (targets[0] + 1) % 2]
+    result, heads = train_encoder(build_trunk("audio", 4), "audio", train, val, two, cfg.train, 0,
+                                  torch.device("cpu"), progress=False)
+    assert [fc.out_features for fc in heads.fcs] == [3, 2] and result.epochs == 2
+
+
+def test_resume_reproduces_uninterrupted_run(setup, tmp_path):
+    cfg, train, val, targets = setup
+    schedule = cfg.train.model_copy(update={"total_epochs": 3, "early_stop": False})
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_trunk("audio", 4)
+
+    whole = fresh()
+    r_whole, _ = train_encoder(whole, "audio", train, val, targets, schedule, 5, torch.device("cpu"),
+                               ckpt_dir=tmp_path / "a", progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(epoch, _result):
+        if epoch == 1:
+            raise Killed
+
+    parts = fresh()
+    with pytest.raises(Killed):
+        train_encoder(parts, "audio", train, val, targets, schedule, 5, torch.device("cpu"),
+                      ckpt_dir=tmp_path / "b", progress=False, on_epoch_end=kill_after_first)
+    resumed = fresh()  # a new process would start from scratch weights, then load the checkpoint
+    r_resumed, _ = train_encoder(resumed, "audio", train, val, targets, schedule, 5, torch.device("cpu"),
+                                 ckpt_dir=tmp_path / "b", progress=False)
+    assert r_resumed.resumed_from == 1 and r_resumed.epochs == 3
+    assert r_resumed.train_loss == r_whole.train_loss and r_resumed.val_loss == r_whole.val_loss
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k

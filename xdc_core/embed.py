@@ -1,0 +1,57 @@
+"""The embed step: one feature vector per video from an encoder, for clustering.
+
+Each video's deterministic clip(s) (``embed.clips`` uniformly spaced; 1 = the middle clip) go
+through the trunk in eval mode, without gradients (bfloat16 autocast on GPU); the clip features
+are averaged. The result is a float32 array whose row i belongs to the i-th video of the dataset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .device import autocast
+from .models import model_input
+
+
+@torch.no_grad()
+def embed(
+    trunk: nn.Module,
+    dataset: Dataset,
+    modality: str,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features ``[N, D]`` (float32) and video indices ``[N]`` for an eval-mode ClipDataset."""
+    was_training = trunk.training
+    trunk.eval().to(device)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
+    feats, index = [], []
+    for batch in tqdm(loader, desc=f"embed {modality}", unit="batch", disable=not progress or None, leave=False):
+        x = batch[modality]  # [B, clips, ...]
+        b, c = x.shape[:2]
+        with autocast(device):
+            f = trunk(model_input(modality, x.flatten(0, 1).to(device, non_blocking=True)))
+        feats.append(f.float().view(b, c, -1).mean(1).cpu())
+        index.append(batch["index"])
+    trunk.train(was_training)
+    return torch.cat(feats).numpy().astype(np.float32), torch.cat(index).numpy().astype(np.int64)
+
+
+def save_features(path: Path, features: np.ndarray, index: np.ndarray) -> None:
+    """``features`` float32 [N, D] and the video ``index`` [N] they belong to, as one .npz."""
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, features=features.astype(np.float32), index=index.astype(np.int64))
+    tmp.replace(path)
+
+
+def load_features(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path) as z:
+        return z["features"], z["index"]

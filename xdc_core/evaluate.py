@@ -1,0 +1,184 @@
+"""The evaluate step: top-1 accuracy of an encoder on a labelled train/test split (paper §4.1, Table 5).
+
+* **Linear probe** ("fc only"): the trunk is frozen; a linear classifier is trained on its
+  features of ``eval_clips`` uniformly spaced clips of every training video (features computed
+  once, standardised with training statistics).
+* **Full finetuning**: trunk and a fresh fc trained together on random clips (train mode).
+
+Both use the paper's Table 11 schedule and cross-validate the base learning rate over Table 12's
+grid. Unlike the paper, which reports the best test result over the grid, the lr is chosen on a
+held-out slice of the *training* split and only the chosen lr is measured on the test split.
+At test time the softmax predictions of ``eval_clips`` uniformly spaced clips are averaged per
+video (10 in the paper).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from .config import Schedule, TrainConfig
+from .device import autocast
+from .models import model_input
+from .train import Heads, lr_at, train_encoder
+
+
+@torch.no_grad()
+def clip_features(
+    trunk: nn.Module, dataset: Dataset, modality: str, batch_size: int, workers: int, device: torch.device,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen features of every clip of an eval-mode dataset: ``[V, clips, D]`` and labels ``[V]``."""
+    trunk.eval().to(device)
+    feats, labels = [], []
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    for batch in tqdm(loader, desc=f"features {modality}", leave=False, disable=not progress or None):
+        x = batch[modality]
+        b, c = x.shape[:2]
+        with autocast(device):
+            f = trunk(model_input(modality, x.flatten(0, 1).to(device)))
+        feats.append(f.float().view(b, c, -1).cpu())
+        labels.append(batch["label"])
+    return torch.cat(feats).numpy(), torch.cat(labels).numpy()
+
+
+def top1(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float((probs.argmax(1) == labels).mean()) if len(labels) else float("nan")
+
+
+def _fit_linear(x: np.ndarray, y: np.ndarray, classes: int, s: Schedule, lr: float, seed: int) -> nn.Linear:
+    """SGD on clip features ``x [M, D]`` with the schedule ``s`` at base lr ``lr``."""
+    gen = torch.Generator().manual_seed(seed)
+    fc = nn.Linear(x.shape[1], classes)
+    nn.init.normal_(fc.weight, 0, 0.01, generator=gen)
+    nn.init.zeros_(fc.bias)
+    sched = s.model_copy(update={"lr": lr})
+    opt = torch.optim.SGD(fc.parameters(), lr=lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y, dtype=torch.long)
+    steps = math.ceil(s.epoch_size / s.batch_size)
+    for epoch in range(s.total_epochs):
+        # an epoch is epoch_size examples: as many shuffled passes over the clips as that takes
+        order = torch.cat([torch.randperm(len(xt), generator=gen) for _ in range(math.ceil(s.epoch_size / len(xt)))])
+        for step in range(steps):
+            idx = order[step * s.batch_size : (step + 1) * s.batch_size]
+            if len(idx) == 0:
+                break
+            for g in opt.param_groups:
+                g["lr"] = lr_at(sched, epoch, step, steps)
+            loss = nn.functional.cross_entropy(fc(xt[idx]), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return fc
+
+
+@torch.no_grad()
+def _video_probs(fc: nn.Module, feats: np.ndarray) -> np.ndarray:
+    """Softmax averaged over each video's clips: ``[V, clips, D]`` → ``[V, C]``."""
+    v, c, d = feats.shape
+    return fc(torch.as_tensor(feats).reshape(v * c, d)).softmax(-1).reshape(v, c, -1).mean(1).numpy()
+
+
+def _holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng([seed, 11]).permutation(n)
+    n_val = max(1, round(fraction * n))
+    return perm[n_val:], perm[:n_val]
+
+
+def linear_probe(
+    train_feats: np.ndarray,
+    train_labels: np.ndarray,
+    test_feats: np.ndarray,
+    test_labels: np.ndarray,
+    schedule: Schedule,
+    lrs: list[float],
+    val_fraction: float,
+    seed: int,
+) -> dict[str, Any]:
+    """fc-only top-1 on the test videos; the lr is chosen on a held-out slice of the training videos."""
+    classes = int(max(train_labels.max(), test_labels.max())) + 1
+    mean = train_feats.reshape(-1, train_feats.shape[-1]).mean(0)
+    std = train_feats.reshape(-1, train_feats.shape[-1]).std(0) + 1e-6
+    tr, te = (train_feats - mean) / std, (test_feats - mean) / std
+
+    def fit(videos: np.ndarray, lr: float) -> nn.Linear:
+        x = tr[videos].reshape(-1, tr.shape[-1])
+        y = np.repeat(train_labels[videos], tr.shape[1])
+        return _fit_linear(x.astype(np.float32), y, classes, schedule, lr, seed)
+
+    val_scores: dict[str, float] = {}
+    best_lr = lrs[0]
+    if len(lrs) > 1:
+        fit_v, val_v = _holdout(len(train_labels), val_fraction, seed)
+        for lr in lrs:
+            val_scores[str(lr)] = round(top1(_video_probs(fit(fit_v, lr), tr[val_v]), train_labels[val_v]), 4)
+        best_lr = max(lrs, key=lambda lr: val_scores[str(lr)])  # first best on ties
+    fc = fit(np.arange(len(train_labels)), best_lr)
+    return {
+        "top1": round(top1(_video_probs(fc, te.astype(np.float32)), test_labels), 4),
+        "lr": best_lr,
+        "val_top1_by_lr": val_scores,
+        "train_videos": int(len(train_labels)),
+        "test_videos": int(len(test_labels)),
+    }
+
+
+def finetune(
+    trunk: nn.Module,
+    modality: str,
+    train_set: Dataset,
+    train_eval_set: Dataset,
+    test_set: Dataset,
+    train_labels: np.ndarray,
+    test_labels: np.ndarray,
+    schedule: Schedule,
+    lrs: list[float],
+    val_fraction: float,
+    seed: int,
+    device: torch.device,
+    workers: int,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Full finetuning top-1 (a copy of ``trunk`` is trained; ``trunk`` itself is untouched).
+
+    ``train_set`` is the training split in train mode, ``train_eval_set`` the same videos in eval
+    mode (for lr selection), ``test_set`` the test split in eval mode.
+    """
+    cfg = TrainConfig(**schedule.model_dump(), early_stop=False, val_fraction=0.0, workers=workers, split=None)
+    classes = int(max(train_labels.max(), test_labels.max())) + 1
+
+    def fit(videos: np.ndarray, lr: float) -> tuple[nn.Module, Heads]:
+        model = copy.deepcopy(trunk)
+        subset = Subset(train_set, videos.tolist())
+        _, heads = train_encoder(
+            model, modality, subset, subset, [train_labels[videos]], cfg.model_copy(update={"lr": lr}), seed, device,
+            progress=progress, classes=[classes],
+        )
+        return model, heads
+
+    def probs(model: nn.Module, heads: Heads, dataset: Dataset) -> np.ndarray:
+        feats, _ = clip_features(model, dataset, modality, schedule.batch_size, workers, device, progress)
+        return _video_probs(heads.fcs[0].cpu(), feats)
+
+    val_scores: dict[str, float] = {}
+    best_lr = lrs[0]
+    if len(lrs) > 1:
+        fit_v, val_v = _holdout(len(train_labels), val_fraction, seed)
+        for lr in lrs:
+            model, heads = fit(fit_v, lr)
+            p = probs(model, heads, Subset(train_eval_set, val_v.tolist()))
+            val_scores[str(lr)] = round(top1(p, train_labels[val_v]), 4)
+        best_lr = max(lrs, key=lambda lr: val_scores[str(lr)])
+    model, heads = fit(np.arange(len(train_labels)), best_lr)
+    return {
+        "top1": round(top1(probs(model, heads, test_set), test_labels), 4),
+        "lr": best_lr,
+        "val_top1_by_lr": val_scores,
+    }

@@ -1,0 +1,196 @@
+"""The clustering step of Cross-Modal Deep Clustering: k-means on one modality's features.
+
+As in DeepCluster (facebookresearch/deepcluster, ``clustering.py``): L2-normalise the features,
+optionally PCA-whiten them and L2-normalise again, run faiss k-means on *all* points, assign each
+point to its nearest centroid, then re-split the largest clusters until no cluster is empty (an
+empty cluster would be a pseudo-label that never gets a training example). The assignments are
+the pseudo-labels that supervise the *other* modality's encoder.
+
+Pure numpy/faiss, no torch and no I/O, so it is easy to test and to run on a CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import faiss
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ClusterStats:
+    """What one clustering looked like; reported per epoch, never used for training."""
+
+    k: int
+    sizes_min: int
+    sizes_median: float
+    sizes_max: int
+    empty_before_fix: int  # clusters faiss left empty in the final assignment, before re-splitting
+    objective: float  # sum of squared distances to the assigned centroid, after the fix
+    nmi_previous: float | None  # NMI with the previous iteration's assignment, when given
+    purity: float | None  # vs true labels, when given (reporting only)
+    nmi_labels: float | None  # vs true labels, when given (reporting only)
+
+    def to_dict(self) -> dict:
+        """A plain JSON-able dict, floats rounded to 4 decimals."""
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Clustering:
+    assignments: np.ndarray  # int64 [N], values in [0, k), every cluster non-empty
+    centroids: np.ndarray  # float32 [k, d'] in the (possibly PCA-whitened) normalised space
+    stats: ClusterStats
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (float32); all-zero rows stay zero instead of becoming NaN."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def pca_whiten(x: np.ndarray, dim: int) -> np.ndarray:
+    """PCA to ``min(dim, d, N-1)`` dims with whitening (eigenvalues scaled to 1); float32 out."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, d = x.shape
+    # N centred points span at most N-1 dimensions: more components would be pure noise.
+    dim = max(1, min(dim, d, n - 1))
+    pca = faiss.PCAMatrix(d, dim, -0.5)
+    # Whitening divides by sqrt(eigenvalue); the epsilon keeps a zero eigenvalue (degenerate
+    # data) from turning into inf/NaN.
+    pca.epsilon = 1e-8
+    pca.train(x)
+    return pca.apply(x).astype(np.float32, copy=False)
+
+
+def nmi(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalized mutual information, MI / mean(H(a), H(b)) (sklearn's default normalisation)."""
+    a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"nmi: the labelings differ in length ({a.size} vs {b.size})")
+    _, ia = np.unique(a, return_inverse=True)
+    _, ib = np.unique(b, return_inverse=True)
+    ka, kb = int(ia.max(initial=-1)) + 1, int(ib.max(initial=-1)) + 1
+    if ka <= 1 and kb <= 1:
+        return 1.0  # both trivial (one cluster, or empty): identical by convention, as sklearn
+    joint = np.zeros((ka, kb), dtype=np.float64)
+    np.add.at(joint, (ia, ib), 1.0)
+    joint /= a.size
+    pa, pb = joint.sum(axis=1), joint.sum(axis=0)
+    nz = joint > 0
+    mi = float(np.sum(joint[nz] * np.log(joint[nz] / np.outer(pa, pb)[nz])))
+    ha, hb = -float(np.sum(pa * np.log(pa))), -float(np.sum(pb * np.log(pb)))
+    if mi <= 0.0:
+        return 0.0  # also covers one labeling being a single cluster (MI = 0)
+    return min(1.0, mi / ((ha + hb) / 2))
+
+
+def purity(assignments: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of points whose label is the majority label of their cluster."""
+    _, ic = np.unique(np.asarray(assignments).ravel(), return_inverse=True)
+    _, il = np.unique(np.asarray(labels).ravel(), return_inverse=True)
+    counts = np.zeros((ic.max() + 1, il.max() + 1), dtype=np.int64)
+    np.add.at(counts, (ic, il), 1)
+    return float(counts.max(axis=1).sum() / ic.size)
+
+
+def _train_kmeans(x: np.ndarray, k: int, seed: int, niter: int, gpu: bool) -> tuple[np.ndarray, np.ndarray]:
+    """faiss k-means on all of ``x``; returns (nearest-centroid assignments int64, centroids)."""
+    n, d = x.shape
+    km = faiss.Kmeans(
+        d, k, niter=niter, seed=seed, gpu=gpu, verbose=False,
+        # k-means++ seeding (faiss's default is k random points): far fewer runs stuck with two
+        # centroids in one mode. It runs on the CPU in O(N k d), about one extra iteration.
+        init_method=faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS,
+        max_points_per_centroid=n,  # faiss subsamples to 256*k points by default: use them all
+        min_points_per_centroid=1,  # N >= k is checked by the caller; silences faiss's warning
+    )
+    km.train(x)
+    _, idx = km.index.search(x, 1)
+    return idx[:, 0].astype(np.int64), np.asarray(km.centroids, dtype=np.float32)
+
+
+def _fix_empty(
+    x: np.ndarray, assignments: np.ndarray, centroids: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Give every empty cluster half of the largest cluster; returns (assignments, centroids, n_empty).
+
+    The split is a seeded 2-means on the largest cluster's points; when those points are all
+    identical 2-means cannot separate them, so half of them (by index) move instead.
+    """
+    assignments, centroids = assignments.copy(), centroids.copy()
+    k = len(centroids)
+    sizes = np.bincount(assignments, minlength=k)
+    empty = [int(c) for c in np.flatnonzero(sizes == 0)]
+    for c_empty in empty:
+        # Pigeonhole: with N >= k and an empty cluster, the largest one has at least 2 points.
+        c_big = int(np.argmax(sizes))
+        members = np.flatnonzero(assignments == c_big)
+        half, _ = _train_kmeans(x[members], 2, seed + c_empty, niter=10, gpu=False)
+        moved = members[half == 1]
+        if moved.size in (0, members.size):  # identical points: 2-means found one cluster
+            moved = members[members.size // 2 :]
+        assignments[moved] = c_empty
+        for c in (c_big, c_empty):
+            centroids[c] = x[assignments == c].mean(axis=0)
+        sizes = np.bincount(assignments, minlength=k)
+    return assignments, centroids, len(empty)
+
+
+def kmeans(
+    features: np.ndarray,
+    k: int,
+    seed: int,
+    *,
+    pca_dim: int = 0,
+    niter: int = 20,
+    use_gpu: bool = True,
+    previous: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+) -> Clustering:
+    """Cluster ``features`` [N, d] into ``k`` non-empty clusters (DeepCluster preprocessing).
+
+    ``pca_dim`` > 0 PCA-whitens to that many dims first (DeepCluster uses 256; XDC clusters the
+    features directly). ``previous`` (last epoch's assignments) and ``labels`` (true classes,
+    -1 = unknown) only feed the reported stats.
+    """
+    features = np.asarray(features)
+    if features.ndim != 2:
+        raise ValueError(f"features must be 2-D [videos, dims], got shape {features.shape}")
+    n = features.shape[0]
+    bad = int(np.count_nonzero(~np.isfinite(features).all(axis=1)))
+    if bad:
+        raise ValueError(f"features must be finite: {bad} of {n} rows contain NaN or inf")
+    if k < 2:
+        raise ValueError(f"k (={k}) must be at least 2")
+    if k > n:
+        raise ValueError(f"k (={k}) must not exceed the number of videos (={n})")
+    for name, arr in (("previous", previous), ("labels", labels)):
+        if arr is not None and np.asarray(arr).shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},), got {np.asarray(arr).shape}")
+
+    x = l2_normalize(features)
+    if pca_dim > 0:
+        # Whitening then re-normalising keeps a few dominant directions from deciding the clusters.
+        x = l2_normalize(pca_whiten(x, pca_dim))
+    gpu = use_gpu and faiss.get_num_gpus() > 0
+    assignments, centroids = _train_kmeans(x, k, seed, niter, gpu)
+    assignments, centroids, n_empty = _fix_empty(x, assignments, centroids, seed)
+
+    sizes = np.bincount(assignments, minlength=k)
+    objective = float(np.sum((x - centroids[assignments]).astype(np.float64) ** 2))
+    known = None if labels is None else np.asarray(labels) >= 0
+    has_labels = known is not None and bool(known.any())
+    stats = ClusterStats(
+        k=k,
+        sizes_min=int(sizes.min()),
+        sizes_median=float(np.median(sizes)),
+        sizes_max=int(sizes.max()),
+        empty_before_fix=n_empty,
+        objective=objective,
+        nmi_previous=None if previous is None else nmi(assignments, previous),
+        purity=purity(assignments[known], np.asarray(labels)[known]) if has_labels else None,
+        nmi_labels=nmi(assignments[known], np.asarray(labels)[known]) if has_labels else None,
+    )
+    return Clustering(assignments=assignments, centroids=centroids, stats=stats)
