@@ -28,7 +28,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/decode_bench.py --out bench/results/decode.json
-	$(BIN)/python bench/learning_bench.py --set cluster.iterations=2 --out bench/results/learning.json
+	$(BIN)/python bench/learning_bench.py --set cluster.iterations=2 --set train.epoch_size=800 --out bench/results/learning.json
 
 clean:
 	rm -rf runs bench/work

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
-from xdc_core.config import Config, DataConfig, DecodeConfig
+from xdc_core.config import Config, DataConfig
 from xdc_core.dataset import ClipDataset
 from xdc_core.decode import decode_dataset
 from xdc_core.media import MediaFile

@@ -63,7 +63,7 @@ def main() -> int:
             if method != "supervised":
                 c = c.model_copy(update={"cluster": cfg.cluster.model_copy(update={"method": method})})
             t0 = time.perf_counter()
-            m = run(decoded, out, c, progress=False, log=lambda line: print(f"[{method} seed {seed}] {line}", flush=True),
+            m = run(decoded, out, c, progress=False, log=lambda line, tag=f"[{method} seed {seed}]": print(tag, line, flush=True),
                     fixed_targets=pretrain_labels if method == "supervised" else None)
             entry = {"seed": seed, "video": m["probe"]["video"]["top1"], "audio": m["probe"]["audio"]["top1"],
                      "seconds": round(time.perf_counter() - t0, 1),

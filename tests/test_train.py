@@ -100,5 +100,5 @@ def test_resume_reproduces_uninterrupted_run(setup, tmp_path):
                                  ckpt_dir=tmp_path / "b", progress=False)
     assert r_resumed.resumed_from == 1 and r_resumed.epochs == 3
     assert r_resumed.train_loss == r_whole.train_loss and r_resumed.val_loss == r_whole.val_loss
-    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), k

@@ -218,7 +218,7 @@ def make_sample_dataset(out_dir: str | Path, spec: SampleSpec = SampleSpec(), wo
     labels = np.random.default_rng([spec.seed, 0]).permutation(np.arange(spec.videos) % spec.classes)
     jobs = [(out / f"videos/sample_{i:04d}.mp4", c, i, spec) for i, c in enumerate(labels.tolist())]
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        list(pool.map(_make_one, *zip(*jobs), chunksize=8))
+        list(pool.map(_make_one, *zip(*jobs, strict=True), chunksize=8))
     seen = [0] * spec.classes
     rows: list[tuple[str, str | None, str | None]] = []
     for i, c in enumerate(labels.tolist()):

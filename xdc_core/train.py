@@ -111,7 +111,7 @@ class TrainResult:
 def rising_streak(losses: Sequence[float]) -> int:
     """How many epochs in a row, up to the last, the loss has risen (early stop at ``patience``)."""
     streak = 0
-    for prev, cur in zip(losses[-2::-1], losses[::-1]):
+    for prev, cur in zip(losses[-2::-1], losses[::-1], strict=False):
         if cur <= prev:
             break
         streak += 1
@@ -189,7 +189,7 @@ def train_encoder(
     y = np.stack([np.asarray(t, dtype=np.int64) for t in targets])  # [heads, N]
     train_pos, val_pos = split_holdout(y.shape[1], cfg.val_fraction, seed)
     classes = list(classes) if classes is not None else [int(t.max()) + 1 for t in y]
-    heads = Heads(int(getattr(trunk, "out_dim")), classes)
+    heads = Heads(int(trunk.out_dim), classes)
     trunk.to(device).train()
     heads.to(device)
     params = [p for m in (trunk, heads) for p in m.parameters()]
