@@ -6,7 +6,8 @@ import torch
 from conftest import TINY_SETTINGS
 from xdc_core.config import Schedule, build_config
 from xdc_core.dataset import ClipDataset
-from xdc_core.evaluate import clip_features, finetune, linear_probe
+from xdc_core.embed import clip_features
+from xdc_core.evaluate import finetune, linear_probe
 from xdc_core.models import build_trunk
 
 SCHED = Schedule(epoch_size=400, batch_size=32, lr=0.1, warmup_epochs=1, step_epochs=2, total_epochs=3,
@@ -36,7 +37,7 @@ def test_clip_features_and_finetune_run_on_a_tiny_trunk(tiny_decoded):
     trunk = build_trunk("audio", 4)
     train_eval = ClipDataset(tiny_decoded, d, "eval", "train", ("audio",))
     test_eval = ClipDataset(tiny_decoded, d, "eval", "test", ("audio",))
-    feats, labels = clip_features(trunk, test_eval, "audio", 8, 0, torch.device("cpu"), progress=False)
+    feats, _, labels = clip_features(trunk, test_eval, "audio", 8, 0, torch.device("cpu"), progress=False)
     assert feats.shape == (len(test_eval), 2, 32) and list(labels) == test_eval.labels
     before = {k: v.clone() for k, v in trunk.state_dict().items()}
     train_set = ClipDataset(tiny_decoded, d, "train", "train", ("audio",))

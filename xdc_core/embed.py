@@ -20,6 +20,37 @@ from .models import model_input
 
 
 @torch.no_grad()
+def clip_features(
+    trunk: nn.Module,
+    dataset: Dataset,
+    modality: str,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features of every clip of an eval-mode ClipDataset: ``[V, clips, D]`` float32, video indices
+    ``[V]`` and labels ``[V]`` (-1 when unlabelled). The trunk's train/eval mode is restored."""
+    was_training = trunk.training
+    trunk.eval().to(device)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
+    feats, index, labels = [], [], []
+    for batch in tqdm(loader, desc=f"features {modality}", unit="batch", disable=not progress or None, leave=False):
+        x = batch[modality]  # [B, clips, ...]
+        b, c = x.shape[:2]
+        with autocast(device):
+            f = trunk(model_input(modality, x.flatten(0, 1).to(device, non_blocking=True)))
+        feats.append(f.float().view(b, c, -1).cpu())
+        index.append(batch["index"])
+        labels.append(batch["label"])
+    trunk.train(was_training)
+    return (
+        torch.cat(feats).numpy().astype(np.float32),
+        torch.cat(index).numpy().astype(np.int64),
+        torch.cat(labels).numpy().astype(np.int64),
+    )
+
+
 def embed(
     trunk: nn.Module,
     dataset: Dataset,
@@ -29,20 +60,9 @@ def embed(
     device: torch.device,
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Features ``[N, D]`` (float32) and video indices ``[N]`` for an eval-mode ClipDataset."""
-    was_training = trunk.training
-    trunk.eval().to(device)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
-    feats, index = [], []
-    for batch in tqdm(loader, desc=f"embed {modality}", unit="batch", disable=not progress or None, leave=False):
-        x = batch[modality]  # [B, clips, ...]
-        b, c = x.shape[:2]
-        with autocast(device):
-            f = trunk(model_input(modality, x.flatten(0, 1).to(device, non_blocking=True)))
-        feats.append(f.float().view(b, c, -1).mean(1).cpu())
-        index.append(batch["index"])
-    trunk.train(was_training)
-    return torch.cat(feats).numpy().astype(np.float32), torch.cat(index).numpy().astype(np.int64)
+    """Per-video features ``[N, D]`` (the mean over its clips) and video indices ``[N]``."""
+    feats, index, _ = clip_features(trunk, dataset, modality, batch_size, workers, device, progress)
+    return feats.mean(axis=1), index
 
 
 def save_features(path: Path, features: np.ndarray, index: np.ndarray) -> None:

@@ -21,32 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
+from torch.utils.data import Dataset, Subset
 
 from .config import Schedule, TrainConfig
-from .device import autocast
-from .models import model_input
+from .embed import clip_features
 from .train import Heads, lr_at, train_encoder
-
-
-@torch.no_grad()
-def clip_features(
-    trunk: nn.Module, dataset: Dataset, modality: str, batch_size: int, workers: int, device: torch.device,
-    progress: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Frozen features of every clip of an eval-mode dataset: ``[V, clips, D]`` and labels ``[V]``."""
-    trunk.eval().to(device)
-    feats, labels = [], []
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
-    for batch in tqdm(loader, desc=f"features {modality}", leave=False, disable=not progress or None):
-        x = batch[modality]
-        b, c = x.shape[:2]
-        with autocast(device):
-            f = trunk(model_input(modality, x.flatten(0, 1).to(device)))
-        feats.append(f.float().view(b, c, -1).cpu())
-        labels.append(batch["label"])
-    return torch.cat(feats).numpy(), torch.cat(labels).numpy()
 
 
 def top1(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -164,7 +143,7 @@ def finetune(
         return model, heads
 
     def probs(model: nn.Module, heads: Heads, dataset: Dataset) -> np.ndarray:
-        feats, _ = clip_features(model, dataset, modality, schedule.batch_size, workers, device, progress)
+        feats, _, _ = clip_features(model, dataset, modality, schedule.batch_size, workers, device, progress)
         return _video_probs(heads.fcs[0].cpu(), feats)
 
     val_scores: dict[str, float] = {}

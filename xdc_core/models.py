@@ -25,6 +25,16 @@ VIDEO_MEAN = (0.43216, 0.394666, 0.37645)
 VIDEO_STD = (0.22803, 0.22145, 0.216989)
 
 
+def _torchvision_init(model: nn.Module) -> None:
+    """The initialisation torchvision's ResNets use: Kaiming (fan-out) convs, identity BNs."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+
+
 class VideoTrunk(tv_video.VideoResNet):
     """R(2+1)D-18 without the classifier: ``[B, 3, L, H, W]`` float → ``[B, 8·width]``."""
 
@@ -48,12 +58,7 @@ class VideoTrunk(tv_video.VideoResNet):
         self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
         self.fc = nn.Identity()
         self.out_dim = 8 * width
-        for m in self.modules():  # torchvision's initialisation
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
+        _torchvision_init(self)
 
 
 class AudioTrunk(tv_resnet.ResNet):
@@ -75,12 +80,7 @@ class AudioTrunk(tv_resnet.ResNet):
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Identity()
         self.out_dim = 8 * width
-        for m in self.modules():  # torchvision's initialisation
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
+        _torchvision_init(self)
 
 
 Modality = str  # "video" or "audio"

@@ -30,8 +30,8 @@ from .config import Config
 from .dataset import ClipDataset, read_index
 from .decode import decode_dataset
 from .device import resolve_device
-from .embed import embed, save_features
-from .evaluate import clip_features, finetune, linear_probe
+from .embed import clip_features, embed, save_features
+from .evaluate import finetune, linear_probe
 from .kmeans import Clustering, kmeans
 from .manifest import read_manifest
 from .methods import feature_sets, targets
@@ -245,8 +245,8 @@ def evaluate_encoders(
         train_eval = ClipDataset(root, d, "eval", ev.train_split, (m,))
         test_eval = ClipDataset(root, d, "eval", ev.test_split, (m,))
         for key, trunk in (("probe", trunks[m]), ("baseline_random", random_init)):
-            tr_x, tr_y = clip_features(trunk, train_eval, m, cfg.embed.batch_size, ev.workers, device, progress)
-            te_x, te_y = clip_features(trunk, test_eval, m, cfg.embed.batch_size, ev.workers, device, progress)
+            tr_x, _, tr_y = clip_features(trunk, train_eval, m, cfg.embed.batch_size, ev.workers, device, progress)
+            te_x, _, te_y = clip_features(trunk, test_eval, m, cfg.embed.batch_size, ev.workers, device, progress)
             keep_tr, keep_te = tr_y >= 0, te_y >= 0  # unlabelled videos cannot be scored
             results[key][m] = linear_probe(
                 tr_x[keep_tr], tr_y[keep_tr], te_x[keep_te], te_y[keep_te], ev.probe, ev.probe_lrs, ev.val_fraction,
