@@ -196,7 +196,6 @@ def train_encoder(
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     result = TrainResult()
     best: dict[str, Any] = {"val": math.inf, "epoch": 0, "trunk": None}
-    rises = 0
     start_epoch = 0
     fingerprint = _fingerprint(y, cfg, modality, seed)
     ckpt = ckpt_dir / "last.pt" if ckpt_dir else None
@@ -207,7 +206,7 @@ def train_encoder(
             heads.load_state_dict(state["heads"])
             opt.load_state_dict(state["optimizer"])
             result = TrainResult(**state["result"])
-            best, rises, start_epoch = state["best"], state["rises"], state["epoch"] + 1
+            best, start_epoch = state["best"], state["epoch"] + 1
             result.resumed_from = start_epoch
             if result.stop_reason:  # finished before; nothing left to do
                 _restore_best(trunk, best)
@@ -267,7 +266,6 @@ def train_encoder(
                     "optimizer": opt.state_dict(),
                     "result": asdict(result),
                     "best": best,
-                    "rises": rises,
                 },
                 tmp,
             )
