@@ -240,22 +240,17 @@ def build_config(values: dict[str, Any] | None = None, source: str = "config") -
         raise ConfigError(format_validation_error(err, source)) from None
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Load settings from a YAML file (optional), then apply dotted overrides like ``{"data.fps": 15}``."""
-    values: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {err}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must hold a mapping of settings, not {type(loaded).__name__}")
-        values = loaded
-        source = str(path)
+def _parse_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source} is not valid YAML: {err}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{source} must hold a mapping of settings, not {type(loaded).__name__}")
+    return loaded
+
+
+def _with_overrides(values: dict[str, Any], overrides: dict[str, Any] | None, source: str) -> Config:
     if overrides:
         source += " with overrides " + ", ".join(f"{k}={v!r}" for k, v in overrides.items())
     for dotted, value in (overrides or {}).items():
@@ -268,3 +263,30 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             node = child
         node[leaf] = value
     return build_config(values, source)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Load settings from a YAML file (optional), then apply dotted overrides like ``{"data.fps": 15}``."""
+    if path is None:
+        return _with_overrides({}, overrides, "defaults")
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    return _with_overrides(_parse_yaml(path.read_text(), str(path)), overrides, str(path))
+
+
+def parse_config(text: str, overrides: dict[str, Any] | None = None, source: str = "settings") -> Config:
+    """:func:`load_config` for settings given as YAML (or JSON) text, e.g. a pipeline parameter."""
+    return _with_overrides(_parse_yaml(text, source), overrides, source)
+
+
+# The settings a pipeline exposes as run parameters (name → dotted setting), shared by the
+# Kubeflow pipeline and its CLI so the two cannot drift apart.
+RUN_PARAMETERS: dict[str, str] = {
+    "method": "cluster.method",
+    "k": "cluster.k",
+    "epochs": "train.total_epochs",
+    "lr": "train.lr",
+    "batch_size": "train.batch_size",
+    "seed": "seed",
+}

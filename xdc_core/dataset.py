@@ -48,17 +48,22 @@ def read_index(root: str | Path) -> list[VideoEntry]:
     if not path.is_file():
         raise FileNotFoundError(f"{root} is not a decoded dataset: {path.name} is missing (run `xdc decode` first)")
     with open(path, newline="") as f:
-        return [
-            VideoEntry(
-                index=int(r["index"]),
-                id=r["id"],
-                path=r["path"],
-                label=r["label"] or None,
-                split=r["split"] or None,
-                duration=float(r["duration"]),
-            )
-            for r in csv.DictReader(f)
-        ]
+        try:
+            return [
+                VideoEntry(
+                    index=int(r["index"]),
+                    id=r["id"],
+                    path=r["path"],
+                    label=r["label"] or None,
+                    split=r["split"] or None,
+                    duration=float(r["duration"]),
+                )
+                for r in csv.DictReader(f)
+            ]
+        except (KeyError, TypeError, ValueError) as err:
+            raise DatasetMismatch(
+                f"{path} is not an index written by `xdc decode` ({type(err).__name__}: {err}); decode the data again"
+            ) from None
 
 
 class ClipDataset(Dataset[dict[str, Any]]):

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from .config import Schedule, TrainConfig
+from .config import Config, Schedule, TrainConfig
+from .dataset import ClipDataset
+from .device import resolve_device
 from .embed import clip_features
 from .train import Heads, lr_at, train_encoder
 
@@ -161,3 +165,45 @@ def finetune(
         "lr": best_lr,
         "val_top1_by_lr": val_scores,
     }
+
+
+def evaluate_encoders(
+    root: Path,
+    cfg: Config,
+    trunks: dict[str, nn.Module],
+    random_init: dict[str, nn.Module],
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Linear probe (and finetuning when ``evaluate.finetune``) of ``trunks`` and, as the baseline,
+    of the ``random_init`` trunks, trained on ``evaluate.train_split`` and scored on ``test_split``."""
+    ev, d = cfg.evaluate, cfg.data
+    device = resolve_device(cfg.device)
+    results: dict[str, Any] = {"probe": {}, "baseline_random": {}}
+    if ev.finetune:
+        results["finetune"], results["baseline_random_finetune"] = {}, {}
+    for m in trunks:
+        train_eval = ClipDataset(root, d, "eval", ev.train_split, (m,))
+        test_eval = ClipDataset(root, d, "eval", ev.test_split, (m,))
+        for key, trunk in (("probe", trunks[m]), ("baseline_random", random_init[m])):
+            tr_x, _, tr_y = clip_features(trunk, train_eval, m, cfg.embed.batch_size, ev.workers, device, progress)
+            te_x, _, te_y = clip_features(trunk, test_eval, m, cfg.embed.batch_size, ev.workers, device, progress)
+            keep_tr, keep_te = tr_y >= 0, te_y >= 0  # unlabelled videos cannot be scored
+            results[key][m] = linear_probe(
+                tr_x[keep_tr], tr_y[keep_tr], te_x[keep_te], te_y[keep_te], ev.probe, ev.probe_lrs, ev.val_fraction,
+                cfg.seed,
+            )
+        if ev.finetune:
+            train_set = ClipDataset(root, d, "train", ev.train_split, (m,))
+            labels = np.asarray(train_set.labels)
+            for key, trunk in (("finetune", trunks[m]), ("baseline_random_finetune", random_init[m])):
+                results[key][m] = finetune(
+                    trunk, m, train_set, train_eval, test_eval, labels, np.asarray(test_eval.labels),
+                    ev.finetune_schedule, ev.finetune_lrs, ev.val_fraction, cfg.seed, device, ev.workers, progress,
+                )
+        log(
+            f"evaluate {m}: linear probe top-1 {results['probe'][m]['top1']:.3f} "
+            f"(random init {results['baseline_random'][m]['top1']:.3f})"
+            + (f", finetune {results['finetune'][m]['top1']:.3f}" if ev.finetune else "")
+        )
+    return results

@@ -189,7 +189,9 @@ def train_encoder(
     y = np.stack([np.asarray(t, dtype=np.int64) for t in targets])  # [heads, N]
     train_pos, val_pos = split_holdout(y.shape[1], cfg.val_fraction, seed)
     classes = list(classes) if classes is not None else [int(t.max()) + 1 for t in y]
-    heads = Heads(int(trunk.out_dim), classes)
+    with torch.random.fork_rng(devices=[]):  # the heads' init depends on the seed alone, not on the process
+        torch.manual_seed(seed)
+        heads = Heads(int(trunk.out_dim), classes)
     trunk.to(device).train()
     heads.to(device)
     params = [p for m in (trunk, heads) for p in m.parameters()]

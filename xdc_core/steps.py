@@ -1,0 +1,323 @@
+"""The pipeline's steps, each a function from files to files.
+
+    decode  → embed (per modality) → kmeans → train (per modality) → … → evaluate
+
+Each step reads its inputs from paths and writes its outputs to paths, so the same function runs
+inside ``xdc run`` (one process, one folder), a Kubeflow component (one pod, artifacts passed by
+KFP) and a DVC stage. A step's random choices depend only on ``cfg.seed`` and the iteration
+number, never on what ran before it in the same process: any split of the loop into processes
+gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import Config, ConfigError
+from .dataset import ClipDataset, read_index
+from .decode import DatasetMismatch, decode_dataset
+from .device import resolve_device
+from .embed import embed
+from .kmeans import kmeans
+from .manifest import read_manifest
+from .methods import feature_sets, targets
+from .models import MODALITIES, Modality, build_trunk
+from .train import train_encoder
+
+
+class RunError(ValueError):
+    """Settings and data that cannot make a run; raised before any work starts."""
+
+
+class StepInputError(ValueError):
+    """An input file of a step is missing or is not what the step expects."""
+
+
+@contextmanager
+def named_inputs(step: str, inputs: dict[str, str | None]) -> Iterator[None]:
+    """Re-raise a bad input or setting as one error naming the step and the input at fault.
+
+    For callers that receive files as named artifacts (a Kubeflow component, a DVC stage): the
+    step functions name paths; the operator needs the artifact's name too.
+    """
+    try:
+        yield
+    except (StepInputError, FileNotFoundError, DatasetMismatch) as err:
+        msg = str(err)
+        culprits = [f"{name!r} ({path})" for name, path in inputs.items() if path and str(path) in msg]
+        where = ", ".join(culprits) or ", ".join(f"{n!r} ({p})" for n, p in inputs.items())
+        raise StepInputError(f"{step}: bad input artifact {where}: {msg}") from None
+    except (ConfigError, RunError) as err:
+        raise RunError(f"{step}: {err}") from None
+
+
+# -- the plan: checked before any heavy work --------------------------------------------------------
+
+
+def pretrain_split(splits: list[str | None], wanted: str | None) -> str | None:
+    """The split pretraining uses: ``wanted`` when the data has splits, else every video."""
+    if wanted is None or all(s is None for s in splits):
+        return None
+    if wanted not in splits:
+        present = sorted({s for s in splits if s})
+        raise RunError(f"no video is in the pretraining split {wanted!r} (train.split); splits present: {present}")
+    return wanted
+
+
+def check_plan(
+    rows: list[tuple[str | None, str | None]], cfg: Config, evaluate: bool, source: str, pretrain: bool = True
+) -> None:
+    """Validate a run against ``(label, split)`` of every video; raise :class:`RunError` with what to change."""
+    if pretrain:
+        split = pretrain_split([s for _, s in rows], cfg.train.split)
+        n_pretrain = sum(1 for _, s in rows if split is None or s == split)
+        if cfg.cluster.k > n_pretrain:
+            raise RunError(
+                f"k={cfg.cluster.k} is larger than the number of pretraining videos ({n_pretrain} in {source}"
+                + (f", split {split!r}" if split else "")
+                + "): choose --k at most that, or add videos"
+            )
+    if evaluate:
+        for role, name in (("train", cfg.evaluate.train_split), ("test", cfg.evaluate.test_split)):
+            labelled = sum(1 for label, s in rows if s == name and label)
+            if labelled == 0:
+                raise RunError(
+                    f"evaluation needs labelled videos in the {role} split {name!r} (evaluate.{role}_split), "
+                    f"but {source} has none; add label and split columns, or pass --no-eval to pretrain only"
+                )
+
+
+def check_decoded(root: Path, cfg: Config, evaluate: bool, pretrain: bool = True) -> None:
+    """:func:`check_plan` for a decoded dataset folder."""
+    entries = read_index(root)
+    check_plan([(e.label, e.split) for e in entries], cfg, evaluate, str(root), pretrain)
+
+
+def pretrain_videos(root: Path, cfg: Config) -> int:
+    """How many videos of a decoded dataset pretraining uses."""
+    entries = read_index(root)
+    split = pretrain_split([e.split for e in entries], cfg.train.split)
+    return sum(1 for e in entries if split is None or e.split == split)
+
+
+# -- decode ---------------------------------------------------------------------------------------
+
+
+def sample_manifest(folder: Path, log: Any = print) -> Path:
+    """The embedded sample dataset's manifest in ``folder``, written there first if absent."""
+    manifest = Path(folder) / "manifest.csv"
+    if not manifest.is_file():
+        from .sample_data import make_sample_dataset
+
+        log(f"writing the embedded sample dataset to {manifest.parent}")
+        make_sample_dataset(manifest.parent)
+    return manifest
+
+
+def decode_step(
+    manifest: Path, out: Path, cfg: Config, evaluate: bool, progress: bool = True, pretrain: bool = True
+) -> dict[str, Any]:
+    """Check the plan against the manifest, decode it into ``out``, and check again on what was
+    accepted (quarantined videos can leave a split empty). Returns the decode summary."""
+    rows = read_manifest(manifest)
+    check_plan([(r.label, r.split) for r in rows], cfg, evaluate, str(manifest), pretrain)
+    summary = decode_dataset(manifest, out, cfg, progress=progress)
+    entries = read_index(out)
+    check_plan([(e.label, e.split) for e in entries], cfg, evaluate, f"{out} (after decoding)", pretrain)
+    return summary
+
+
+# -- encoders ----------------------------------------------------------------------------------------
+
+
+def init_encoder(modality: Modality, cfg: Config) -> nn.Module:
+    """The random-init trunk of ``modality``: a pure function of ``cfg.seed`` and the width."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed * len(MODALITIES) + MODALITIES.index(modality))
+        return build_trunk(modality, getattr(cfg.model, f"{modality}_width"))
+
+
+def load_encoder(modality: Modality, cfg: Config, path: Path | None) -> nn.Module:
+    """The trunk saved at ``path`` (a torchvision-style state dict), or the random init when None."""
+    trunk = init_encoder(modality, cfg)
+    if path is None:
+        return trunk
+    path = Path(path)
+    if not path.is_file():
+        raise StepInputError(f"{modality} encoder checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        trunk.load_state_dict(state)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise StepInputError(
+            f"{path} is not a {modality} encoder of width {getattr(cfg.model, f'{modality}_width')} "
+            f"(model.{modality}_width): {str(err).splitlines()[0]}"
+        ) from None
+    return trunk
+
+
+def save_encoder(trunk: nn.Module, path: Path) -> None:
+    """Write the trunk's state dict atomically (a killed step never leaves a truncated checkpoint)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(trunk.state_dict(), tmp)
+    tmp.replace(path)
+
+
+def _pretrain_videos(root: Path, cfg: Config) -> str | None:
+    return pretrain_split([e.split for e in read_index(root)], cfg.train.split)
+
+
+# -- embed ---------------------------------------------------------------------------------------
+
+
+def embed_step(
+    root: Path, modality: Modality, cfg: Config, encoder: Path | None, out: Path, progress: bool = True
+) -> Path:
+    """Per-video features of the pretraining videos → ``out`` (.npz: features [N, D], index, labels)."""
+    root = Path(root)
+    split = _pretrain_videos(root, cfg)
+    dataset = ClipDataset(root, cfg.data, "eval", split, (modality,), clips=cfg.embed.clips)
+    trunk = load_encoder(modality, cfg, encoder)
+    feats, index = embed(
+        trunk, dataset, modality, cfg.embed.batch_size, cfg.embed.workers, resolve_device(cfg.device), progress
+    )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez(tmp, features=feats.astype(np.float32), index=index, labels=np.asarray(dataset.labels, dtype=np.int64))
+    tmp.replace(out)
+    return out
+
+
+def _load_npz(path: Path, what: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    path = Path(path)
+    if not path.is_file():
+        raise StepInputError(f"{what} file {path} does not exist")
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as err:
+        raise StepInputError(f"{what} file {path} is not a readable .npz: {err}") from None
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise StepInputError(f"{what} file {path} lacks {missing} (has {sorted(arrays)})")
+    return arrays
+
+
+# -- k-means ---------------------------------------------------------------------------------------
+
+
+def kmeans_step(
+    features: dict[str, Path], cfg: Config, iteration: int, out: Path, previous: Path | None = None
+) -> dict[str, Any]:
+    """Cluster the features as ``cfg.cluster.method`` says → ``out`` (.npz, one assignment array per
+    clustering). Returns each clustering's statistics (sizes, NMI to ``previous``, purity if labelled)."""
+    loaded = {m: _load_npz(features[m], f"{m} features", ("features", "index", "labels")) for m in MODALITIES}
+    if not np.array_equal(loaded["video"]["index"], loaded["audio"]["index"]):
+        raise StepInputError(
+            f"video features {features['video']} and audio features {features['audio']} are of different videos"
+        )
+    labels = loaded["video"]["labels"]
+    prev = _load_npz(previous, "previous clusters", ()) if previous is not None else {}
+    clusterings = {}
+    for name, x in feature_sets(cfg.cluster.method, loaded["video"]["features"], loaded["audio"]["features"]).items():
+        clusterings[name] = kmeans(
+            x, cfg.cluster.k, seed=cfg.seed * 1000 + iteration, pca_dim=cfg.cluster.pca_dim, niter=cfg.cluster.niter,
+            use_gpu=resolve_device(cfg.device).type == "cuda", previous=prev.get(name),
+            labels=labels if (labels >= 0).any() else None,
+        )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez(tmp, **{name: c.assignments for name, c in clusterings.items()})
+    tmp.replace(out)
+    return {name: c.stats.to_dict() for name, c in clusterings.items()}
+
+
+# -- train -------------------------------------------------------------------------------------------
+
+
+def train_step(
+    root: Path,
+    modality: Modality,
+    cfg: Config,
+    iteration: int,
+    clusters: Path,
+    encoder: Path | None,
+    out: Path,
+    ckpt_dir: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the ``modality`` encoder (from ``encoder``, or random init) on the pseudo-labels its
+    method gives it → ``out``. ``ckpt_dir`` keeps per-epoch checkpoints so a rerun resumes."""
+    assignments = _load_npz(clusters, "clusters", ())
+    try:
+        heads = targets(cfg.cluster.method, assignments)[modality]
+    except ValueError as err:
+        raise StepInputError(f"clusters file {clusters} does not fit method {cfg.cluster.method!r}: {err}") from None
+    return train_on_targets(root, modality, cfg, iteration, heads, encoder, out, ckpt_dir, progress, source=clusters)
+
+
+def train_on_targets(
+    root: Path,
+    modality: Modality,
+    cfg: Config,
+    iteration: int,
+    heads: list[np.ndarray],
+    encoder: Path | None,
+    out: Path,
+    ckpt_dir: Path | None = None,
+    progress: bool = True,
+    source: Path | str = "targets",
+) -> dict[str, Any]:
+    """:func:`train_step` with the targets given as arrays, one per head (e.g. class labels for the
+    supervised upper bound)."""
+    root = Path(root)
+    split = _pretrain_videos(root, cfg)
+    train_set = ClipDataset(root, cfg.data, "train", split, (modality,))
+    val_set = ClipDataset(root, cfg.data, "eval", split, (modality,), clips=1)
+    if any(len(h) != len(train_set) for h in heads):
+        raise StepInputError(
+            f"{source} has {len(heads[0])} assignments but {root} has {len(train_set)} pretraining videos"
+        )
+    trunk = load_encoder(modality, cfg, encoder)
+    result, _ = train_encoder(
+        trunk, modality, train_set, val_set, heads, cfg.train, cfg.seed * 1000 + iteration, resolve_device(cfg.device),
+        ckpt_dir=ckpt_dir, progress=progress,
+    )
+    save_encoder(trunk, Path(out))
+    return result.__dict__.copy()
+
+
+# -- evaluate ----------------------------------------------------------------------------------------
+
+
+def evaluate_step(
+    root: Path, cfg: Config, encoders: dict[str, Path], progress: bool = True, log: Any = print
+) -> dict[str, Any]:
+    """Linear probe (and finetuning when ``evaluate.finetune``) of the given encoders and of the
+    random-init ones, on ``evaluate.train_split`` → ``evaluate.test_split``. Returns the metrics."""
+    from .evaluate import evaluate_encoders  # the probe code is only needed here
+
+    root = Path(root)
+    check_decoded(root, cfg, evaluate=True, pretrain=False)
+    trunks = {m: load_encoder(m, cfg, encoders[m]) for m in MODALITIES}
+    return evaluate_encoders(root, cfg, trunks, {m: init_encoder(m, cfg) for m in MODALITIES}, progress, log)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)
