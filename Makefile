@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/xdc run --out runs/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/pytest -q  # not `python -m pytest`: that puts the repo root on sys.path, where docker/ would shadow the docker SDK kfp.local imports
 
 bench: $(STAMP)
 	$(BIN)/python bench/decode_bench.py --out bench/results/decode.json

@@ -16,7 +16,7 @@ from .manifest import ManifestError
 from .media.errors import MediaError
 
 
-def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -27,7 +27,7 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config, _parse_set(args.set or []))
+    return load_config(args.config, parse_set(args.set or []))
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -106,7 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .device import resolve_device
     from .run import run
 
-    overrides = _parse_set(args.set or [])
+    overrides = parse_set(args.set or [])
     for flag, key in (("method", "cluster.method"), ("iterations", "cluster.iterations"), ("k", "cluster.k"),
                       ("seed", "seed"), ("device", "device")):
         if getattr(args, flag) is not None:
@@ -143,6 +143,15 @@ def cmd_probe(args: argparse.Namespace) -> int:
             print(f"{err.path}: {err.reason}", file=sys.stderr)
             status = 1
     return status
+
+
+def cmd_pipeline(argv: Sequence[str]) -> int:
+    try:
+        from pipelines.cli import main as pipeline_main
+    except ImportError as err:
+        print(f"xdc pipeline: error: needs the pipelines extra ({err}): pip install -e '.[pipelines]'", file=sys.stderr)
+        return 2
+    return pipeline_main(argv)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -188,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_run)
 
+    # Kubeflow lives outside the library: `xdc pipeline` hands its arguments to pipelines.cli, which
+    # is imported only when asked for (kfp is an optional extra).
+    sub.add_parser("pipeline", help="Kubeflow Pipelines: compile | run-local | submit (see xdc pipeline -h)")
+
     p = sub.add_parser("probe", help="print the streams, duration and frame rate of media files")
     p.add_argument("files", nargs="+", type=Path)
     p.set_defaults(func=cmd_probe)
@@ -202,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .decode import DatasetMismatch
     from .run import RunError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["pipeline"]:  # its own parser, with its own --help
+        return cmd_pipeline(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func

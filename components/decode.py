@@ -1,0 +1,34 @@
+"""The ``decode`` component: a manifest of raw videos → the training-ready decoded dataset."""
+
+from kfp.dsl import Dataset, Metrics, Output
+
+
+def decode(
+    data_uri: str,
+    settings: str,
+    k: int,
+    run_evaluation: bool,
+    decoded: Output[Dataset],
+    decode_summary: Output[Metrics],
+    check_pretraining: bool = True,
+):
+    """Decode the videos listed in the manifest at ``data_uri`` (``""``: the embedded sample data).
+
+    Checks first that the data can make the run (``k`` at most the pretraining videos, unless
+    ``check_pretraining`` is off; labelled train/test splits when ``run_evaluation``). Unreadable
+    videos are quarantined with their reason (``quarantine.csv`` in the dataset), never fatal.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from xdc_core.config import parse_config
+    from xdc_core.steps import decode_step, named_inputs, sample_manifest
+
+    cfg = parse_config(settings, {"cluster.k": k}, source="settings")
+    with named_inputs("decode", {"data_uri": data_uri}):
+        manifest = Path(data_uri) if data_uri else sample_manifest(Path(tempfile.mkdtemp(prefix="xdc-sample-")))
+        summary = decode_step(manifest, Path(decoded.path), cfg, evaluate=run_evaluation, progress=False,
+                              pretrain=check_pretraining)
+    decoded.metadata.update({"videos": summary["accepted"], "quarantined": summary["quarantined"], "source": data_uri})
+    for key in ("accepted", "quarantined", "accepted_duration_s"):
+        decode_summary.log_metric(key, float(summary[key]))

@@ -1,0 +1,57 @@
+"""Where each task runs on a cluster: GPU tasks on the GPU node pool, ``decode`` on CPU nodes.
+
+Kubernetes-only settings (node selectors, tolerations, volumes) come from ``kfp-kubernetes``;
+``kfp.local`` ignores them, so the same pipeline also runs on one machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kfp import kubernetes
+from kfp.dsl import PipelineTask
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Resources and scheduling of the pipeline's tasks; the defaults suit one GPU per task on a
+    pool labelled by NVIDIA's GPU operator (``nvidia.com/gpu.present=true``) and tainted
+    ``nvidia.com/gpu:NoSchedule``."""
+
+    accelerator: str = "nvidia.com/gpu"
+    gpus_per_task: int = 1
+    gpu_node_label: tuple[str, str] = ("nvidia.com/gpu.present", "true")
+    gpu_cpu: str = "8"  # DataLoader workers decode video on the CPU
+    gpu_memory: str = "48Gi"
+    shm_size: str = "16Gi"  # /dev/shm for DataLoader worker batches (the container default is 64 MiB)
+    cpu_node_label: tuple[str, str] | None = None  # e.g. ("pool", "cpu"); None: any node
+    cpu_cpu: str = "16"  # decode runs one worker process per core
+    cpu_memory: str = "32Gi"
+    retries: int = 2
+    retry_backoff: str = "60s"
+
+
+def on_gpu(task: PipelineTask, p: Placement) -> PipelineTask:
+    """One GPU on the GPU pool, CPU and memory for the loaders, and an in-memory /dev/shm."""
+    task.set_accelerator_type(p.accelerator).set_accelerator_limit(p.gpus_per_task)
+    task.set_cpu_request(p.gpu_cpu).set_memory_request(p.gpu_memory)
+    kubernetes.add_node_selector(task, label_key=p.gpu_node_label[0], label_value=p.gpu_node_label[1])
+    kubernetes.add_toleration(task, key=p.accelerator, operator="Exists", effect="NoSchedule")
+    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=p.shm_size)
+    return _resilient(task, p)
+
+
+def on_cpu(task: PipelineTask, p: Placement) -> PipelineTask:
+    """CPU nodes only: no accelerator, no GPU toleration."""
+    task.set_cpu_request(p.cpu_cpu).set_memory_request(p.cpu_memory)
+    if p.cpu_node_label is not None:
+        kubernetes.add_node_selector(task, label_key=p.cpu_node_label[0], label_value=p.cpu_node_label[1])
+    return _resilient(task, p)
+
+
+def _resilient(task: PipelineTask, p: Placement) -> PipelineTask:
+    # Retries cover preempted nodes and flaky storage; caching skips a step whose inputs and
+    # parameters did not change since a previous run.
+    task.set_retry(num_retries=p.retries, backoff_duration=p.retry_backoff, backoff_factor=2.0)
+    task.set_caching_options(True)
+    return task

@@ -1,0 +1,52 @@
+"""The evaluation pipeline: a given pair of encoder checkpoints on a labelled dataset (UCF101 split 1).
+
+The regression gate: CI submits it with the encoders of a change and compares the top-1
+accuracies it reports with those of main.
+"""
+
+# No `from __future__ import annotations`: kfp reads the pipeline functions' annotations as types.
+from collections.abc import Callable
+
+from kfp import dsl
+
+from components import DEFAULT_IMAGE, build_components
+from xdc_core.config import Config
+
+from .placement import Placement, on_cpu, on_gpu
+from .xdc_pretrain import settings_text
+
+PIPELINE_NAME = "ucf101-eval"
+
+
+def build_eval_pipeline(
+    cfg: Config, image: str = DEFAULT_IMAGE, placement: Placement | None = None
+) -> Callable[..., None]:
+    """Decode the labelled manifest at ``data_uri`` and evaluate the two encoder checkpoints on it."""
+    c = build_components(image)
+    place = placement or Placement()
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Linear-probe (and, if the settings say so, finetuning) top-1 of a video and an audio "
+        "encoder on a labelled train/test split, against the random-init baseline.",
+    )
+    def ucf101_eval(
+        data_uri: str,
+        video_encoder_uri: str,
+        audio_encoder_uri: str,
+        seed: int = cfg.seed,
+        settings: str = settings_text(cfg),
+    ) -> None:
+        decode = c.decode(data_uri=data_uri, settings=settings, k=2, run_evaluation=True, check_pretraining=False)
+        on_cpu(decode, place).set_display_name("decode")
+        encoders = {}
+        for m, uri in (("video", video_encoder_uri), ("audio", audio_encoder_uri)):
+            imported = dsl.importer(artifact_uri=uri, artifact_class=dsl.Model, reimport=False,
+                                    metadata={"modality": m})
+            imported.set_display_name(f"import {m} encoder")
+            encoders[m] = imported.output
+        evaluate = c.evaluate(decoded=decode.outputs["decoded"], video_encoder=encoders["video"],
+                              audio_encoder=encoders["audio"], settings=settings, seed=seed)
+        on_gpu(evaluate, place).set_display_name("evaluate")
+
+    return ucf101_eval

@@ -1,0 +1,86 @@
+"""The XDC pretraining pipeline: decode → [embed ∥ embed → k-means → train ∥ train] × N → evaluate.
+
+KFP v2 has no sequential loop over artifacts, so the clustering iterations are unrolled when the
+pipeline is compiled (``xdc pipeline compile --iterations N``). The run parameters (data URI,
+method, k, epochs, lr, batch size, seed) default to the settings it was compiled with; the whole
+settings tree is a parameter too, for what the others do not cover.
+"""
+
+# No `from __future__ import annotations`: kfp reads the pipeline functions' annotations as types.
+import json
+from collections.abc import Callable
+
+from kfp import dsl
+
+from components import DEFAULT_IMAGE, build_components
+from xdc_core.config import Config
+from xdc_core.models import MODALITIES
+
+from .placement import Placement, on_cpu, on_gpu
+
+PIPELINE_NAME = "xdc-pretrain"
+
+
+def settings_text(cfg: Config) -> str:
+    """The settings as the text every component receives: one line of JSON (a YAML subset), since
+    kfp copies parameter defaults into a comment header of the compiled file, line breaks and all."""
+    return json.dumps(cfg.model_dump(), separators=(",", ":"))
+
+
+def build_pretrain_pipeline(
+    iterations: int, cfg: Config, image: str = DEFAULT_IMAGE, placement: Placement | None = None
+) -> Callable[..., None]:
+    """The pretraining pipeline with ``iterations`` clustering iterations, its parameters'
+    defaults taken from ``cfg``."""
+    if iterations < 1:
+        raise ValueError(f"iterations must be at least 1 (got {iterations})")
+    c = build_components(image)
+    place = placement or Placement()
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description=f"Self-supervised pretraining of a video and an audio encoder by deep clustering "
+        f"(XDC, SDC, MDC or CDC), {iterations} clustering iterations, then linear-probe evaluation.",
+    )
+    def xdc_pretrain(
+        data_uri: str = "",
+        method: str = cfg.cluster.method,
+        k: int = cfg.cluster.k,
+        epochs: int = cfg.train.total_epochs,
+        lr: float = cfg.train.lr,
+        batch_size: int = cfg.train.batch_size,
+        seed: int = cfg.seed,
+        run_evaluation: bool = True,
+        settings: str = settings_text(cfg),
+    ) -> None:
+        decode = c.decode(data_uri=data_uri, settings=settings, k=k, run_evaluation=run_evaluation)
+        on_cpu(decode, place).set_display_name("decode")
+        decoded = decode.outputs["decoded"]
+
+        encoders: dict[str, dsl.PipelineChannel] = {}  # absent: the random init
+        previous: dict[str, dsl.PipelineChannel] = {}
+        for it in range(1, iterations + 1):
+            features = {}
+            for m in MODALITIES:
+                embed = c.embed(decoded=decoded, modality=m, iteration=it, settings=settings, seed=seed,
+                                **({"encoder": encoders[m]} if m in encoders else {}))
+                on_gpu(embed, place).set_display_name(f"iter {it}: embed {m}")
+                features[m] = embed.outputs["features"]
+            kmeans = c.kmeans(video_features=features["video"], audio_features=features["audio"], iteration=it,
+                              settings=settings, method=method, k=k, seed=seed,
+                              **({"previous_clusters": previous["clusters"]} if previous else {}))
+            on_gpu(kmeans, place).set_display_name(f"iter {it}: k-means")
+            previous = {"clusters": kmeans.outputs["clusters"]}
+            for m in MODALITIES:
+                train = c.train_encoder(decoded=decoded, clusters=kmeans.outputs["clusters"], modality=m, iteration=it,
+                                        settings=settings, method=method, epochs=epochs, lr=lr, batch_size=batch_size,
+                                        seed=seed, **({"previous_encoder": encoders[m]} if m in encoders else {}))
+                on_gpu(train, place).set_display_name(f"iter {it}: train {m} encoder")
+                encoders[m] = train.outputs["encoder"]
+
+        with dsl.If(run_evaluation == True, name="run-evaluation"):  # noqa: E712 (a pipeline condition, not Python)
+            evaluate = c.evaluate(decoded=decoded, video_encoder=encoders["video"], audio_encoder=encoders["audio"],
+                                  settings=settings, seed=seed)
+            on_gpu(evaluate, place).set_display_name("evaluate")
+
+    return xdc_pretrain

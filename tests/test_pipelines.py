@@ -1,0 +1,213 @@
+"""The Kubeflow side: the compiled pipeline YAML, and the real pipeline through kfp.local."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import TINY_SETTINGS
+from kfp import compiler, dsl, local
+from kfp.components import load_component_from_file
+from test_cli import xdc
+
+from components import build_components
+from pipelines.cli import run_local
+from pipelines.placement import Placement
+from pipelines.ucf101_eval import build_eval_pipeline
+from pipelines.xdc_pretrain import build_pretrain_pipeline
+from xdc_core.config import build_config, load_config
+from xdc_core.run import run
+
+REPO = Path(__file__).parents[1]
+GPU_STEPS = ("embed", "kmeans", "train-encoder", "evaluate")
+
+
+def _compile(tmp_path: Path, iterations: int = 2) -> tuple[dict, dict]:
+    cfg = load_config(REPO / "configs" / "cpu-demo.yaml")
+    path = tmp_path / "xdc_pretrain.yaml"
+    compiler.Compiler().compile(build_pretrain_pipeline(iterations, cfg, image="registry.test/xdc:1"), str(path))
+    load_component_from_file(str(path))  # kfp's own loader accepts it
+    spec, platform = yaml.safe_load_all(path.read_text())
+    return spec, platform
+
+
+def _tasks_by_display_name(spec: dict) -> dict[str, dict]:
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for task in list(tasks.values()):
+        if task["componentRef"]["name"].startswith("comp-condition"):  # the run_evaluation branch
+            tasks |= spec["components"][task["componentRef"]["name"]]["dag"]["tasks"]
+    return {t["taskInfo"]["name"]: t | {"_key": key} for key, t in tasks.items()}
+
+
+def test_compiled_pipeline_has_each_iterations_tasks_and_dependencies(tmp_path):
+    spec, _ = _compile(tmp_path, iterations=2)
+    tasks = _tasks_by_display_name(spec)
+    expected = {"decode", "run-evaluation", "evaluate"} | {
+        f"iter {i}: {step}" for i in (1, 2)
+        for step in ("embed video", "embed audio", "k-means", "train video encoder", "train audio encoder")
+    }
+    assert expected <= set(tasks), sorted(tasks)
+    key = {name: t["_key"] for name, t in tasks.items()}
+
+    def deps(name: str) -> set[str]:
+        artifacts = tasks[name]["inputs"].get("artifacts", {}).values()
+        producers = {a["taskOutputArtifact"]["producerTask"] for a in artifacts if "taskOutputArtifact" in a}
+        return producers | set(tasks[name].get("dependentTasks", []))
+
+    for m in ("video", "audio"):
+        assert deps(f"iter 1: embed {m}") == {key["decode"]}  # the random init: no encoder input
+        assert deps(f"iter 2: embed {m}") == {key["decode"], key[f"iter 1: train {m} encoder"]}
+        previous_encoder = key[f"iter 1: train {m} encoder"]
+        assert deps(f"iter 2: train {m} encoder") == {key["decode"], key["iter 2: k-means"], previous_encoder}
+    assert deps("iter 1: k-means") == {key["iter 1: embed video"], key["iter 1: embed audio"]}
+    assert deps("iter 2: k-means") == {key["iter 2: embed video"], key["iter 2: embed audio"], key["iter 1: k-means"]}
+    # evaluate sits inside the run_evaluation condition, which receives the final encoders
+    final = {key["decode"], key["iter 2: train video encoder"], key["iter 2: train audio encoder"]}
+    assert deps("run-evaluation") >= final
+    for name, t in tasks.items():
+        if name == "run-evaluation":
+            continue
+        assert t["retryPolicy"]["maxRetryCount"] == 2
+        assert t["cachingOptions"]["enableCache"] is True
+
+
+def test_only_gpu_tasks_ask_for_a_gpu_and_carry_its_placement(tmp_path):
+    spec, platform = _compile(tmp_path)
+    tasks = _tasks_by_display_name(spec)
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, task in tasks.items():
+        if name == "run-evaluation":
+            continue
+        comp = spec["components"][task["componentRef"]["name"]]
+        exe = comp["executorLabel"]
+        container = executors[exe]["container"]
+        assert container["image"] == "registry.test/xdc:1"
+        assert "pip install" not in json.dumps(container)  # everything is in the image
+        gpu = container["resources"].get("accelerator")
+        if name == "decode":
+            assert gpu is None
+            assert "tolerations" not in k8s.get(exe, {}) and "nodeSelector" not in k8s.get(exe, {})
+            continue
+        assert gpu["resourceType"] == "nvidia.com/gpu" and int(gpu["resourceCount"]) == 1, name
+        assert k8s[exe]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s[exe]["tolerations"]
+        assert k8s[exe]["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+        assert k8s[exe]["emptyDirMounts"][0]["medium"] == "Memory"
+        assert container["resources"]["resourceCpuRequest"] and container["resources"]["resourceMemoryRequest"]
+
+
+def test_pipeline_parameters_default_to_the_settings(tmp_path):
+    spec, _ = _compile(tmp_path)
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    defaults = {name: p.get("defaultValue") for name, p in params.items()}
+    assert defaults["method"] == "xdc" and defaults["k"] == 16 and defaults["epochs"] == 4
+    assert defaults["lr"] == 0.05 and defaults["batch_size"] == 16 and defaults["seed"] == 0
+    assert defaults["data_uri"] == "" and defaults["run_evaluation"] is True
+    assert json.loads(defaults["settings"])["model"]["video_width"] == 8
+
+
+def test_compile_command_writes_loadable_yaml_for_both_pipelines(tmp_path):
+    r = xdc("pipeline", "compile", "--iterations", "3", "--out", str(tmp_path / "p.yaml"))
+    assert r.returncode == 0, r.stderr
+    spec = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
+    names = {t["taskInfo"]["name"] for t in spec["root"]["dag"]["tasks"].values()}
+    assert "iter 3: k-means" in names and "iter 4: k-means" not in names
+    assert spec["root"]["inputDefinitions"]["parameters"]["k"]["defaultValue"] == 256  # the paper preset
+    r = xdc("pipeline", "compile", "--pipeline", "ucf101-eval", "--out", str(tmp_path / "e.yaml"))
+    assert r.returncode == 0, r.stderr
+    load_component_from_file(str(tmp_path / "e.yaml"))
+    r = xdc("pipeline", "compile", "--out", str(tmp_path / "x.yaml"), "--set", "cluster.k=1")
+    assert r.returncode == 2 and "cluster.k" in r.stderr
+
+
+def test_submit_to_an_unreachable_host_says_so():
+    r = xdc("pipeline", "submit", "--host", "http://127.0.0.1:9", "--k", "8")
+    assert r.returncode == 2
+    assert "cannot submit to the Kubeflow Pipelines API at http://127.0.0.1:9" in r.stderr
+    assert "--host" in r.stderr
+
+
+def test_bad_run_parameter_fails_before_anything_runs(tmp_path):
+    r = xdc("pipeline", "run-local", "--out", str(tmp_path), "--k", "1")
+    assert r.returncode == 2 and "cluster.k" in r.stderr
+    assert not (tmp_path / "pipeline_root").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_config_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("settings") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_SETTINGS))
+    return path
+
+
+def test_run_local_matches_xdc_run(tiny_sample, tiny_config_file, tmp_path):
+    """The pipeline through kfp.local and `xdc run` call the same steps with the same seeds:
+    same encoders, same metrics."""
+    cfg = load_config(tiny_config_file)
+    found = run_local(tiny_sample, tmp_path / "kfp", cfg, iterations=2, arguments={})
+    expected = run(tiny_sample, tmp_path / "run", cfg, progress=False, log=lambda _: None)
+
+    assert set(found["encoders"]) == {"video", "audio"}
+    for m, uri in found["encoders"].items():
+        ours = torch.load(uri, weights_only=True)
+        theirs = torch.load(tmp_path / "run" / f"{m}_encoder.pt", weights_only=True)
+        assert all(torch.allclose(ours[k], theirs[k], atol=1e-6) for k in theirs), m
+    metrics = found["metrics"]  # the evaluate component's Metrics artifact
+    for kind in ("probe", "baseline_random"):
+        for m in ("video", "audio"):
+            assert metrics[f"{m}_{kind}_top1"] == pytest.approx(expected[kind][m]["top1"])
+            assert found["results"][kind][m]["top1"] == pytest.approx(expected[kind][m]["top1"])
+
+
+def _local(tmp_path: Path) -> None:
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+
+
+def test_component_names_itself_and_the_bad_input(tiny_decoded, tmp_path, capfd):
+    garbage = tmp_path / "encoder.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    c = build_components()
+
+    @dsl.pipeline(name="bad-encoder")
+    def bad_encoder() -> None:
+        decoded = dsl.importer(artifact_uri=str(tiny_decoded), artifact_class=dsl.Dataset)
+        encoder = dsl.importer(artifact_uri=str(garbage), artifact_class=dsl.Model)
+        c.embed(decoded=decoded.output, encoder=encoder.output, modality="video", iteration=2,
+                settings=json.dumps(TINY_SETTINGS), seed=0)
+
+    _local(tmp_path)
+    with pytest.raises(RuntimeError):
+        bad_encoder()
+    err = capfd.readouterr()
+    text = err.out + err.err
+    assert "embed (video, iteration 2): bad input artifact 'encoder'" in text
+    assert str(garbage) in text
+
+    @dsl.pipeline(name="missing-dataset")
+    def missing_dataset() -> None:
+        decoded = dsl.importer(artifact_uri=str(tmp_path / "nowhere"), artifact_class=dsl.Dataset)
+        c.embed(decoded=decoded.output, modality="audio", iteration=1, settings=json.dumps(TINY_SETTINGS), seed=0)
+
+    with pytest.raises(RuntimeError):
+        missing_dataset()
+    err = capfd.readouterr()
+    assert "embed (audio, iteration 1): bad input artifact 'decoded'" in err.out + err.err
+    assert "index.csv is missing" in err.out + err.err
+
+
+def test_eval_pipeline_scores_given_checkpoints(tiny_sample, tiny_config_file, tmp_path):
+    """ucf101_eval on a labelled manifest and two checkpoints, as the CI regression gate uses it."""
+    cfg = build_config(TINY_SETTINGS)
+    expected = run(tiny_sample, tmp_path / "run", cfg, progress=False, log=lambda _: None)
+    _local(tmp_path)
+    pipeline = build_eval_pipeline(cfg, placement=Placement())
+    task = pipeline(data_uri=str(tiny_sample), video_encoder_uri=str(tmp_path / "run" / "video_encoder.pt"),
+                    audio_encoder_uri=str(tmp_path / "run" / "audio_encoder.pt"))
+    assert task is not None
+    reports = list((tmp_path / "root").glob("ucf101-eval-*/evaluate/report"))
+    assert len(reports) == 1
+    report = json.loads(reports[0].read_text())
+    for m in ("video", "audio"):
+        assert report["probe"][m]["top1"] == pytest.approx(expected["probe"][m]["top1"])
