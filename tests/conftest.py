@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from s3_server import bucket, s3_env, s3_server  # noqa: F401  (a real S3 server for the storage tests)
 
 from xdc_core.config import DataConfig
 from xdc_core.sample_data import write_video
