@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # The main job on the embedded default: sample data, XDC pretraining, linear-probe evaluation.
-# Without a GPU it uses configs/cpu-demo.yaml. Rerunning resumes from what is already in runs/demo.
+# Without a GPU it uses xdc_core/presets/cpu-demo.yaml. Rerunning resumes from what is already in runs/demo.
 demo: $(STAMP)
 	$(BIN)/xdc run --out runs/demo
 

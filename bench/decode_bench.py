@@ -154,7 +154,7 @@ def main() -> int:
     #    at the paper's sizes and at the CPU demo's.
     sample = make_sample_dataset(args.work / "sample", SampleSpec(videos=args.videos))
     throughput = {}
-    for name, sets in {"paper (short side 256)": [], "cpu-demo preset (short side 40)": ["--config", "configs/cpu-demo.yaml"]}.items():
+    for name, sets in {"paper (short side 256)": [], "cpu-demo preset (short side 40)": ["--config", "xdc_core/presets/cpu-demo.yaml"]}.items():
         out = args.work / f"decoded_{len(throughput)}"
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "xdc_core.cli", "decode", "--manifest", str(sample), "--out", str(out),

@@ -6,7 +6,7 @@ as targets for both encoders). Reports linear-probe top-1 on the test split for 
 mean ± std over the seeds, and run time. Writes JSON and prints a Markdown table.
 
 Usage: python bench/learning_bench.py --out bench/results/learning.json [--seeds 0 1 2]
-       [--config configs/cpu-demo.yaml] [--methods sdc mdc cdc xdc supervised]
+       [--config xdc_core/presets/cpu-demo.yaml] [--methods sdc mdc cdc xdc supervised]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def mean_std(xs: list[float]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("bench/results/learning.json"))
-    ap.add_argument("--config", type=Path, default=Path("configs/cpu-demo.yaml"))
+    ap.add_argument("--config", type=Path, default=Path("xdc_core/presets/cpu-demo.yaml"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--methods", nargs="+", default=["sdc", "mdc", "cdc", "xdc", "supervised"])
     ap.add_argument("--videos", type=int, default=128)

@@ -12,7 +12,8 @@ def decode(
     decode_summary: Output[Metrics],
     check_pretraining: bool = True,
 ):
-    """Decode the videos listed in the manifest at ``data_uri`` (``""``: the embedded sample data).
+    """Decode the videos listed in the manifest at ``data_uri`` (a path, or an ``s3://``/``minio://``
+    URI whose videos are in the same bucket; ``""``: the embedded sample data).
 
     Checks first that the data can make the run (``k`` at most the pretraining videos, unless
     ``check_pretraining`` is off; labelled train/test splits when ``run_evaluation``). Unreadable
@@ -26,7 +27,8 @@ def decode(
 
     cfg = parse_config(settings, {"cluster.k": k}, source="settings")
     with named_inputs("decode", {"data_uri": data_uri}):
-        manifest = Path(data_uri) if data_uri else sample_manifest(Path(tempfile.mkdtemp(prefix="xdc-sample-")))
+        # a path or an s3:// / minio:// URI (credentials from the environment: a Kubernetes secret)
+        manifest = data_uri or sample_manifest(Path(tempfile.mkdtemp(prefix="xdc-sample-")))
         summary = decode_step(manifest, Path(decoded.path), cfg, evaluate=run_evaluation, progress=False,
                               pretrain=check_pretraining)
     decoded.metadata.update({"videos": summary["accepted"], "quarantined": summary["quarantined"], "source": data_uri})

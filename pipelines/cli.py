@@ -57,6 +57,11 @@ def _add_placement_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gpu-node-label", default="nvidia.com/gpu.present=true", metavar="KEY=VALUE",
                    help="node selector of the GPU pool (default nvidia.com/gpu.present=true)")
     g.add_argument("--cpu-node-label", metavar="KEY=VALUE", help="node selector for decode (default: any node)")
+    g.add_argument("--s3-endpoint", default=Placement.s3_endpoint,
+                   help=f"object store decode reads s3:// data from (default {Placement.s3_endpoint})")
+    g.add_argument("--s3-secret", default=Placement.s3_secret,
+                   help=f"Kubernetes secret with its keys accesskey/secretkey (default {Placement.s3_secret})")
+    g.add_argument("--s3-tls", action="store_true", help="the object store speaks https")
 
 
 def _label(text: str | None, flag: str) -> tuple[str, str] | None:
@@ -95,6 +100,9 @@ def _placement(args: argparse.Namespace) -> Placement:
     return Placement(
         gpu_node_label=_label(args.gpu_node_label, "--gpu-node-label") or Placement.gpu_node_label,
         cpu_node_label=_label(args.cpu_node_label, "--cpu-node-label"),
+        s3_endpoint=args.s3_endpoint,
+        s3_secret=args.s3_secret,
+        s3_secure=args.s3_tls,
     )
 
 

@@ -29,6 +29,12 @@ class Placement:
     cpu_memory: str = "32Gi"
     retries: int = 2
     retry_backoff: str = "60s"
+    # Object-store access for tasks that read raw data by URI: the Kubernetes secret holding the
+    # keys (Kubeflow's own MinIO secret by default) and the endpoint, passed as XDC_S3_* variables.
+    s3_secret: str = "mlpipeline-minio-artifact"
+    s3_secret_keys: tuple[str, str] = ("accesskey", "secretkey")
+    s3_endpoint: str = "minio-service.kubeflow:9000"
+    s3_secure: bool = False
 
 
 def on_gpu(task: PipelineTask, p: Placement) -> PipelineTask:
@@ -47,6 +53,17 @@ def on_cpu(task: PipelineTask, p: Placement) -> PipelineTask:
     if p.cpu_node_label is not None:
         kubernetes.add_node_selector(task, label_key=p.cpu_node_label[0], label_value=p.cpu_node_label[1])
     return _resilient(task, p)
+
+
+def with_object_store(task: PipelineTask, p: Placement) -> PipelineTask:
+    """The object-store credentials as environment variables from the secret, never in the spec."""
+    access, secret = p.s3_secret_keys
+    kubernetes.use_secret_as_env(
+        task, secret_name=p.s3_secret, secret_key_to_env={access: "XDC_S3_ACCESS_KEY", secret: "XDC_S3_SECRET_KEY"}
+    )
+    task.set_env_variable("XDC_S3_ENDPOINT", p.s3_endpoint)
+    task.set_env_variable("XDC_S3_SECURE", "true" if p.s3_secure else "false")
+    return task
 
 
 def _resilient(task: PipelineTask, p: Placement) -> PipelineTask:

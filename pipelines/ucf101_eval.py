@@ -12,7 +12,7 @@ from kfp import dsl
 from components import DEFAULT_IMAGE, build_components
 from xdc_core.config import Config
 
-from .placement import Placement, on_cpu, on_gpu
+from .placement import Placement, on_cpu, on_gpu, with_object_store
 from .xdc_pretrain import settings_text
 
 PIPELINE_NAME = "ucf101-eval"
@@ -38,7 +38,7 @@ def build_eval_pipeline(
         settings: str = settings_text(cfg),
     ) -> None:
         decode = c.decode(data_uri=data_uri, settings=settings, k=2, run_evaluation=True, check_pretraining=False)
-        on_cpu(decode, place).set_display_name("decode")
+        on_cpu(with_object_store(decode, place), place).set_display_name("decode")
         encoders = {}
         for m, uri in (("video", video_encoder_uri), ("audio", audio_encoder_uri)):
             imported = dsl.importer(artifact_uri=uri, artifact_class=dsl.Model, reimport=False,

@@ -16,7 +16,7 @@ from components import DEFAULT_IMAGE, build_components
 from xdc_core.config import Config
 from xdc_core.models import MODALITIES
 
-from .placement import Placement, on_cpu, on_gpu
+from .placement import Placement, on_cpu, on_gpu, with_object_store
 
 PIPELINE_NAME = "xdc-pretrain"
 
@@ -54,7 +54,7 @@ def build_pretrain_pipeline(
         settings: str = settings_text(cfg),
     ) -> None:
         decode = c.decode(data_uri=data_uri, settings=settings, k=k, run_evaluation=run_evaluation)
-        on_cpu(decode, place).set_display_name("decode")
+        on_cpu(with_object_store(decode, place), place).set_display_name("decode")
         decoded = decode.outputs["decoded"]
 
         encoders: dict[str, dsl.PipelineChannel] = {}  # absent: the random init

@@ -23,7 +23,7 @@ def test_sample_data_then_decode(tmp_path):
     r = xdc("sample-data", "--out", str(tmp_path / "s"), "--videos", "4", "--classes", "2")
     assert r.returncode == 0, r.stderr
     r = xdc("decode", "--manifest", str(tmp_path / "s" / "manifest.csv"), "--out", str(tmp_path / "d"), "--quiet",
-            "--config", str(Path(__file__).parents[1] / "configs" / "cpu-demo.yaml"))
+            "--config", str(Path(__file__).parents[1] / "xdc_core" / "presets" / "cpu-demo.yaml"))
     assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert (summary["accepted"], summary["quarantined"]) == (4, 0)

@@ -43,7 +43,7 @@ def test_yaml_file_and_overrides(tmp_path):
 def test_repo_presets_are_valid():
     from pathlib import Path
 
-    for preset in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
+    for preset in sorted((Path(__file__).parents[1] / "xdc_core" / "presets").glob("*.yaml")):
         load_config(preset)
 
 

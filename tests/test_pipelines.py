@@ -24,7 +24,7 @@ GPU_STEPS = ("embed", "kmeans", "train-encoder", "evaluate")
 
 
 def _compile(tmp_path: Path, iterations: int = 2) -> tuple[dict, dict]:
-    cfg = load_config(REPO / "configs" / "cpu-demo.yaml")
+    cfg = load_config(REPO / "xdc_core" / "presets" / "cpu-demo.yaml")
     path = tmp_path / "xdc_pretrain.yaml"
     compiler.Compiler().compile(build_pretrain_pipeline(iterations, cfg, image="registry.test/xdc:1"), str(path))
     load_component_from_file(str(path))  # kfp's own loader accepts it
@@ -89,7 +89,15 @@ def test_only_gpu_tasks_ask_for_a_gpu_and_carry_its_placement(tmp_path):
         if name == "decode":
             assert gpu is None
             assert "tolerations" not in k8s.get(exe, {}) and "nodeSelector" not in k8s.get(exe, {})
+            # it reads s3:// data: keys from the Kubernetes secret, never in the spec
+            secret = k8s[exe]["secretAsEnv"][0]
+            assert secret["secretName"] == "mlpipeline-minio-artifact"
+            assert {(m["secretKey"], m["envVar"]) for m in secret["keyToEnv"]} == {
+                ("accesskey", "XDC_S3_ACCESS_KEY"), ("secretkey", "XDC_S3_SECRET_KEY")}
+            env = {e["name"]: e["value"] for e in container["env"]}
+            assert env["XDC_S3_ENDPOINT"] == "minio-service.kubeflow:9000"
             continue
+        assert "secretAsEnv" not in k8s[exe]
         assert gpu["resourceType"] == "nvidia.com/gpu" and int(gpu["resourceCount"]) == 1, name
         assert k8s[exe]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s[exe]["tolerations"]
@@ -211,3 +219,17 @@ def test_eval_pipeline_scores_given_checkpoints(tiny_sample, tiny_config_file, t
     report = json.loads(reports[0].read_text())
     for m in ("video", "audio"):
         assert report["probe"][m]["top1"] == pytest.approx(expected["probe"][m]["top1"])
+
+
+def test_decode_component_reads_raw_videos_from_the_bucket(tiny_sample, bucket, tmp_path):
+    """The decode component given an s3:// manifest (credentials from the environment, as the
+    Kubernetes secret provides them in a pod) fetches the videos from the bucket."""
+    from xdc_core import store
+
+    store.upload_dir(tiny_sample.parent, f"s3://{bucket}/raw")
+    _local(tmp_path)
+    task = build_components().decode(data_uri=f"s3://{bucket}/raw/manifest.csv", settings=json.dumps(TINY_SETTINGS),
+                                     k=3, run_evaluation=True)
+    decoded = Path(task.outputs["decoded"].path)
+    assert (decoded / "index.csv").is_file()
+    assert task.outputs["decoded"].metadata["videos"] == 16

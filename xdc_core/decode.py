@@ -20,12 +20,15 @@ One bad file never aborts the run, and a worker that crashes inside FFmpeg costs
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import posixpath
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -39,9 +42,10 @@ import av
 import numpy as np
 from tqdm import tqdm
 
+from . import store
 from .config import Config, DataConfig, DecodeConfig
 from .manifest import ManifestRow, read_manifest
-from .media.errors import MediaError, TooShort, Truncated, UnexpectedError, WorkerCrashed
+from .media.errors import FileMissing, MediaError, TooShort, Truncated, UnexpectedError, WorkerCrashed
 from .media.file import MediaFile, scaled_size
 from .media.timing import resample_frames
 
@@ -177,12 +181,31 @@ def decode_video(src: str, video_out: Path, audio_out: Path, data: DataConfig, d
 # -- the step ----------------------------------------------------------------------------------
 
 
-def _fingerprint(path: str) -> list[int] | None:
+def _fingerprint(path: str) -> list[int | str] | None:
+    if store.is_remote(path):
+        found = store.stat(path)
+        return None if found is None else [found[0], found[1]]
     try:
         st = os.stat(path)
     except OSError:
         return None
     return [st.st_size, st.st_mtime_ns]
+
+
+@contextlib.contextmanager
+def _local_copy(source: str) -> Iterator[str]:
+    """A local path for ``source``: itself, or (an object store URI) a temporary download that is
+    removed afterwards, so decoding holds one raw video at a time on local disk."""
+    if not store.is_remote(source):
+        yield source
+        return
+    with tempfile.TemporaryDirectory(prefix="xdc-fetch-") as tmp:
+        local = Path(tmp) / posixpath.basename(source)
+        try:
+            store.download_file(source, local)
+        except FileNotFoundError:
+            raise FileMissing(source, "no such object in the store") from None
+        yield str(local)
 
 
 def _decode_task(resolved: str, out_dir: str, data: DataConfig, dec: DecodeConfig) -> dict[str, Any]:
@@ -191,7 +214,8 @@ def _decode_task(resolved: str, out_dir: str, data: DataConfig, dec: DecodeConfi
     record: dict[str, Any] = {"resolved": resolved, "id": vid, "fingerprint": _fingerprint(resolved)}
     try:
         out = Path(out_dir)
-        record |= decode_video(resolved, out / "video" / f"{vid}.mp4", out / "audio" / f"{vid}.npy", data, dec)
+        with _local_copy(resolved) as local:
+            record |= decode_video(local, out / "video" / f"{vid}.mp4", out / "audio" / f"{vid}.npy", data, dec)
         record["status"] = "accepted"
     except MediaError as err:
         record |= {"status": "quarantined", "code": err.code, "reason": err.reason}

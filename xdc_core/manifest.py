@@ -1,6 +1,7 @@
 """The input manifest: a CSV with header ``path,label,split`` (label and split optional).
 
-Paths are relative to the manifest's folder, or absolute. Problems with the manifest itself
+Paths are relative to the manifest's folder, or absolute; a manifest in an object store
+(``s3://bucket/data/manifest.csv``) lists videos in the same store. Problems with the manifest itself
 (missing, wrong header, a malformed row) are unusable input: :class:`ManifestError` names the
 file and line. Problems with a listed video are not the manifest's: decode quarantines them.
 """
@@ -8,8 +9,12 @@ file and line. Problems with a listed video are not the manifest's: decode quara
 from __future__ import annotations
 
 import csv
+import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import store
 
 COLUMNS = ("path", "label", "split")
 
@@ -27,16 +32,38 @@ class ManifestRow:
     split: str | None
 
 
-def read_manifest(manifest: str | Path) -> list[ManifestRow]:
-    """Parse and validate ``manifest``; every row is returned, in file order."""
-    manifest = Path(manifest)
-    if not manifest.is_file():
-        raise ManifestError(f"manifest not found: {manifest}")
-    base = manifest.resolve().parent
+def _read_text(manifest: str) -> str:
+    if store.is_remote(manifest):
+        try:
+            data = store.read_bytes(manifest)
+        except FileNotFoundError:
+            raise ManifestError(f"manifest not found: {manifest}") from None
+    else:
+        path = Path(manifest)
+        if not path.is_file():
+            raise ManifestError(f"manifest not found: {manifest}")
+        data = path.read_bytes()
     try:
-        text = manifest.read_text(encoding="utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise ManifestError(f"{manifest}: not UTF-8 text ({err}); a manifest is a CSV file") from None
+
+
+def _resolver(manifest: str) -> Callable[[str], str]:
+    """How a manifest's paths resolve: relative to the manifest's folder, in the same store."""
+    if store.is_remote(manifest):
+        base = manifest.rsplit("/", 1)[0]
+        return lambda p: p if store.is_remote(p) else f"{base}/{posixpath.normpath(p)}"
+    folder = Path(manifest).resolve().parent
+    return lambda p: str(Path(p) if Path(p).is_absolute() else (folder / p).resolve())
+
+
+def read_manifest(manifest: str | Path) -> list[ManifestRow]:
+    """Parse and validate ``manifest`` (a path, or an ``s3://``/``minio://`` URI whose videos are
+    in the same bucket); every row is returned, in file order."""
+    manifest = str(manifest)
+    text = _read_text(manifest)
+    resolve = _resolver(manifest)
     reader = csv.reader(text.splitlines())
     header = next(reader, None)
     if header is None:
@@ -61,7 +88,7 @@ def read_manifest(manifest: str | Path) -> list[ManifestRow]:
         path = values["path"]
         if not path:
             raise ManifestError(f"{manifest} line {line_no}: empty path")
-        resolved = str(Path(path) if Path(path).is_absolute() else (base / path).resolve())
+        resolved = resolve(path)
         if resolved in seen:
             raise ManifestError(f"{manifest} line {line_no}: {path} is listed twice (first on line {seen[resolved]})")
         seen[resolved] = line_no

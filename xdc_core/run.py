@@ -16,15 +16,20 @@ a training run continues from its last epoch checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import store
 from .config import Config
 from .device import resolve_device
 from .models import MODALITIES
@@ -42,7 +47,7 @@ from .steps import (
     write_json,
 )
 
-__all__ = ["RunError", "prepare_data", "run"]
+__all__ = ["RunError", "prepare_data", "run", "work_dir"]
 
 Log = Callable[[str], None]
 
@@ -60,17 +65,24 @@ def _fmt_train(name: str, r: dict[str, Any]) -> str:
 
 
 def prepare_data(
-    data: str | Path | None, out: Path, cfg: Config, evaluate: bool, progress: bool = True, log: Log = print
+    data: str | Path | None, out: Path, cfg: Config, evaluate: bool, progress: bool = True, log: Log = print,
 ) -> Path:
     """The decoded dataset folder for ``data``, validated against the plan before any heavy work.
 
     ``data``: a manifest CSV (decoded into OUT/decoded), a decoded dataset folder, or None for the
-    embedded sample dataset (written to OUT/sample, then decoded).
+    embedded sample dataset (written to OUT/sample, then decoded). A manifest may be an object
+    store URI (its videos are fetched one at a time while decoding); so may a decoded dataset.
     """
-    data = sample_manifest(out / "sample", log) if data is None else Path(data)
-    if data.is_dir():
-        check_decoded(data, cfg, evaluate)
-        return data
+    if data is None:
+        data = sample_manifest(out / "sample", log)
+    elif store.is_remote(data) and not str(data).endswith(".csv"):  # a decoded dataset in a bucket
+        local = out / "decoded_input"
+        log(f"fetching the decoded dataset {data} to {local}")
+        store.download_dir(data, local)
+        data = local
+    if not store.is_remote(data) and Path(data).is_dir():
+        check_decoded(Path(data), cfg, evaluate)
+        return Path(data)
     root = out / "decoded"
     summary = decode_step(data, root, cfg, evaluate, progress)
     log(f"decoded {summary['accepted']} videos ({summary['quarantined']} quarantined: {root / 'quarantine.csv'})")
@@ -92,9 +104,13 @@ def run(
     upper bound of the benchmark).
     """
     started = time.perf_counter()
+    if store.is_remote(out):
+        return _run_into_store(data, str(out), cfg, evaluate, progress, log, fixed_targets)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     root = prepare_data(data, out, cfg, evaluate, progress, log)
+    if root.is_relative_to(out):
+        publish(out, root)
     method = "supervised" if fixed_targets is not None else cfg.cluster.method
     n = pretrain_videos(root, cfg)
     log(
@@ -129,7 +145,9 @@ def run(
                                                   it_dir / f"{m}_encoder.pt", it_dir / f"train_{m}", progress)
             stats = {"iteration": it, "k": cfg.cluster.k, "clusters": cluster_stats, "train": trained,
                      "seconds": round(time.perf_counter() - t0, 1)}
+            publish(out, it_dir)
             write_json(done, stats)
+            publish(out, done)  # last: stats.json marks the iteration done
             parts = [_fmt_cluster(name, c) for name, c in cluster_stats.items()]
             parts += [_fmt_train(m, r) for m, r in trained.items()]
             head = f"iter {it}/{cfg.cluster.iterations} k={cfg.cluster.k}"
@@ -150,4 +168,61 @@ def run(
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     metrics["config"] = cfg.model_dump()
     write_json(out / "metrics.json", metrics)
+    for name in ("video_encoder.pt", "audio_encoder.pt", "metrics.json"):
+        publish(out, out / name)
     return metrics
+
+
+# -- OUT in an object store -------------------------------------------------------------------------
+
+@dataclass
+class _Mirror:
+    uri: str
+    stored: dict[Path, tuple[int, int]]  # local file -> (size, mtime_ns) of what the store holds
+
+
+# Set while a run writes to an object store, by local working folder. Every finished step's files
+# are uploaded as soon as they are complete, so a crash loses at most the step in flight.
+_MIRROR: dict[str, _Mirror] = {}
+
+
+def _version(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def publish(out: Path, path: Path) -> None:
+    """Upload ``path`` (a file or a folder) to the run's object-store OUT, when there is one, skipping
+    files the store already holds unchanged and training checkpoints; a no-op for a local OUT."""
+    mirror = _MIRROR.get(str(out))
+    if mirror is None:
+        return
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        if f.name == "last.pt" or mirror.stored.get(f) == _version(f):
+            continue  # per-epoch checkpoints only matter on the machine that trains
+        store.upload_file(f, f"{mirror.uri.rstrip('/')}/{f.relative_to(out).as_posix()}")
+        mirror.stored[f] = _version(f)
+
+
+def work_dir(uri: str) -> Path:
+    """The local working folder of a run whose OUT is ``uri``: ``$XDC_WORK_DIR`` (default: the
+    system temp folder) / a name derived from the URI, so a rerun finds its own files."""
+    base = Path(os.environ.get("XDC_WORK_DIR") or Path(tempfile.gettempdir()) / "xdc-work")
+    return base / hashlib.sha1(uri.encode()).hexdigest()[:16]
+
+
+def _run_into_store(
+    data: str | Path | None, uri: str, cfg: Config, evaluate: bool, progress: bool, log: Log,
+    fixed_targets: np.ndarray | None,
+) -> dict[str, Any]:
+    local = work_dir(uri)
+    local.mkdir(parents=True, exist_ok=True)
+    # Resume: what a previous attempt already stored (finished iterations, the decoded dataset).
+    fetched = store.download_dir(uri, local)
+    log(f"OUT is {uri}: working in {local}" + (f", {len(fetched)} files fetched from it" if fetched else ""))
+    _MIRROR[str(local)] = _Mirror(uri, {p: _version(p) for p in fetched})
+    try:
+        return run(data, local, cfg, evaluate, progress, log, fixed_targets)
+    finally:
+        del _MIRROR[str(local)]

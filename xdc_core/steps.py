@@ -123,7 +123,7 @@ def sample_manifest(folder: Path, log: Any = print) -> Path:
 
 
 def decode_step(
-    manifest: Path, out: Path, cfg: Config, evaluate: bool, progress: bool = True, pretrain: bool = True
+    manifest: str | Path, out: Path, cfg: Config, evaluate: bool, progress: bool = True, pretrain: bool = True
 ) -> dict[str, Any]:
     """Check the plan against the manifest, decode it into ``out``, and check again on what was
     accepted (quarantined videos can leave a split empty). Returns the decode summary."""

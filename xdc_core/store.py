@@ -317,6 +317,28 @@ def exists(uri: Uri) -> bool:
     return True
 
 
+def stat(uri: Uri) -> tuple[int, str] | None:
+    """``(size, version)`` of the object at ``uri`` (version: the ETag, or a local file's mtime),
+    or None when there is none: enough to tell whether a source changed since it was last read."""
+    loc = _object(uri)
+    if loc.path is not None:
+        try:
+            st = loc.path.stat()
+        except OSError:
+            return None
+        return st.st_size, str(st.st_mtime_ns)
+    try:
+        obj = _call(loc, "stat", lambda c: c.stat_object(loc.bucket, loc.key))
+    except NotFoundError:
+        return None
+    return int(obj.size or 0), str(obj.etag)
+
+
+def is_remote(uri: Uri) -> bool:
+    """Whether ``uri`` names an object store (s3://, minio://) rather than the filesystem."""
+    return not parse_uri(uri).is_local
+
+
 def read_bytes(uri: Uri) -> bytes:
     """The whole object at ``uri``."""
     return read_range(uri, 0, None)
