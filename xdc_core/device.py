@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from typing import TypeVar
 
 import torch
+from torch import nn
+
+T = TypeVar("T", nn.Module, torch.Tensor)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -21,3 +25,16 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager[object]:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def fast_layout(x: T, device: torch.device) -> T:
+    """Video trunks and 5-D inputs in channels_last_3d on CUDA: cuDNN's bfloat16 3-D convolutions
+    run 1.7x faster that way (full-size R(2+1)D-18 training step on an H200: 265 vs 158 clips/s,
+    ``bench/gpu_step_probe.py``). Anything else, and anything on the CPU, is returned unchanged."""
+    if device.type != "cuda":
+        return x
+    if isinstance(x, torch.Tensor):
+        return x.contiguous(memory_format=torch.channels_last_3d) if x.dim() == 5 else x
+    if any(p.dim() == 5 for p in x.parameters()):
+        return x.to(memory_format=torch.channels_last_3d)
+    return x

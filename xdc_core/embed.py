@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .device import autocast
+from .device import autocast, fast_layout
 from .models import model_input
 
 
@@ -32,14 +32,14 @@ def clip_features(
     """Features of every clip of an eval-mode ClipDataset: ``[V, clips, D]`` float32, video indices
     ``[V]`` and labels ``[V]`` (-1 when unlabelled). The trunk's train/eval mode is restored."""
     was_training = trunk.training
-    trunk.eval().to(device)
+    fast_layout(trunk.eval().to(device), device)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
     feats, index, labels = [], [], []
     for batch in tqdm(loader, desc=f"features {modality}", unit="batch", disable=not progress or None, leave=False):
         x = batch[modality]  # [B, clips, ...]
         b, c = x.shape[:2]
         with autocast(device):
-            f = trunk(model_input(modality, x.flatten(0, 1).to(device, non_blocking=True)))
+            f = trunk(fast_layout(model_input(modality, x.flatten(0, 1).to(device, non_blocking=True)), device))
         feats.append(f.float().view(b, c, -1).cpu())
         index.append(batch["index"])
         labels.append(batch["label"])

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from .config import Schedule, TrainConfig
-from .device import autocast
+from .device import autocast, fast_layout
 from .models import model_input
 
 
@@ -146,7 +146,8 @@ def _batches(
 
 def _logits(trunk: nn.Module, heads: Heads, modality: str, x: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
     with autocast(device):
-        return [h.float() for h in heads(trunk(model_input(modality, x.to(device, non_blocking=True))))]
+        inputs = fast_layout(model_input(modality, x.to(device, non_blocking=True)), device)
+        return [h.float() for h in heads(trunk(inputs))]
 
 
 @torch.no_grad()
@@ -192,7 +193,7 @@ def train_encoder(
     with torch.random.fork_rng(devices=[]):  # the heads' init depends on the seed alone, not on the process
         torch.manual_seed(seed)
         heads = Heads(int(trunk.out_dim), classes)
-    trunk.to(device).train()
+    fast_layout(trunk.to(device), device).train()
     heads.to(device)
     params = [p for m in (trunk, heads) for p in m.parameters()]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
