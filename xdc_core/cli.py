@@ -14,6 +14,7 @@ import yaml
 from .config import Config, ConfigError, load_config
 from .manifest import ManifestError
 from .media.errors import MediaError
+from .stage_cli import add_step_parser
 
 
 def parse_set(items: Sequence[str]) -> dict[str, Any]:
@@ -31,7 +32,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="YAML settings file (see configs/)")
+    p.add_argument("--config", type=Path, help="YAML settings file (presets: xdc_core/presets/)")
     p.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override one setting, e.g. --set data.short_side=128"
     )
@@ -78,7 +79,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
-PRESETS = Path(__file__).resolve().parents[1] / "configs"
+PRESETS = Path(__file__).resolve().parent / "presets"  # package data: present in installed images too
 
 
 def preset_path(name: str) -> Path:
@@ -125,8 +126,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                   log=lambda line: print(line, flush=True))
     if "probe" in metrics:
         print(format_results(metrics))
-    print(f"metrics: {Path(args.out) / 'metrics.json'}; encoders: {Path(args.out) / 'video_encoder.pt'}, "
-          f"{Path(args.out) / 'audio_encoder.pt'} ({metrics['seconds']:.0f} s)")
+    out = str(args.out).rstrip("/")
+    print(f"metrics: {out}/metrics.json; encoders: {out}/video_encoder.pt, {out}/audio_encoder.pt "
+          f"({metrics['seconds']:.0f} s)")
     return 0
 
 
@@ -185,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("run", help="the whole XDC loop on one machine: decode, [embed, k-means, train] x N, evaluate")
-    p.add_argument("--data", type=Path, help="manifest CSV or decoded dataset folder (default: the embedded sample data)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (rerunning on it resumes)")
+    p.add_argument("--data", help="manifest CSV or decoded dataset folder, a path or s3:// URI (default: sample data)")
+    p.add_argument("--out", required=True, help="output folder or s3:// URI (rerunning on it resumes)")
     p.add_argument("--method", choices=["xdc", "sdc", "mdc", "cdc"], help="deep-clustering method (default: xdc)")
     p.add_argument("--iterations", type=int, help="clustering iterations")
     p.add_argument("--k", type=int, help="k-means clusters")
@@ -196,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_config_args(p)
     p.set_defaults(func=cmd_run)
+
+    add_step_parser(sub)  # `xdc step STEP`: one step per process, the commands of dvc.yaml's stages
 
     # Kubeflow lives outside the library: `xdc pipeline` hands its arguments to pipelines.cli, which
     # is imported only when asked for (kfp is an optional extra).
@@ -213,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .decode import DatasetMismatch
-    from .run import RunError
+    from .steps import RunError, StepInputError
+    from .store import StoreError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["pipeline"]:  # its own parser, with its own --help
@@ -223,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (ConfigError, ManifestError, DatasetMismatch, RunError) as err:
+    except (ConfigError, ManifestError, DatasetMismatch, RunError, StepInputError, StoreError) as err:
         print(f"xdc {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

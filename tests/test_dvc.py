@@ -1,0 +1,270 @@
+"""`dvc repro` of the XDC loop: the repository's dvc.yaml and params.yaml, run by real DVC.
+
+The pipeline is copied into a fresh git repository with the tiny settings of conftest.py (16
+videos, k=3, two iterations, so dvc.yaml's iteration list is cut to two); then the whole loop
+runs, a change of cluster.k re-runs exactly the stages that read it or depend on what they
+wrote, and what was pushed to a real S3 server (``rclone serve s3``) pulls back into a fresh clone
+byte for byte.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import TINY_SETTINGS
+from s3_server import CLIENT_ENV, S3Server
+
+from xdc_core.config import Config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DVC = BIN / "dvc"
+TINY_VIDEOS = 16
+
+
+def iterations_of(pipeline: dict[str, Any]) -> dict[str, dict[str, str]]:
+    return next(v["iterations"] for v in pipeline["vars"] if "iterations" in v)
+
+
+def declared_params(stage: dict[str, Any]) -> list[str]:
+    return [p for p in stage.get("params", []) if isinstance(p, str)]
+
+
+def lookup(tree: dict[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+# -- the files themselves ---------------------------------------------------------------------
+
+
+def test_params_yaml_is_the_cpu_demo_preset_in_full():
+    params = load_config(REPO / "params.yaml")  # unknown keys would be errors
+    assert params == load_config(REPO / "xdc_core" / "presets" / "cpu-demo.yaml")
+    # every setting is written out, so each is a DVC parameter a stage can declare
+    assert yaml.safe_load((REPO / "params.yaml").read_text()) == json.loads(params.model_dump_json())
+
+
+def test_dvc_yaml_iterations_and_params_match_params_yaml():
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    iterations = iterations_of(pipeline)
+    n = params["cluster"]["iterations"]
+    assert list(iterations) == [f"{i:02d}" for i in range(1, n + 1)], "dvc.yaml's iterations ≠ cluster.iterations"
+    assert [v["prev"] for v in iterations.values()] == [f"{i:02d}" for i in range(n)]
+    stages = pipeline["stages"]
+    assert list(stages) == ["sample_data", "decode", "init", "embed_video", "embed_audio", "kmeans", "train_video",
+                            "train_audio", "evaluate"]
+    assert f"runs/dvc/iter_{n:02d}/video_encoder.pt" in stages["evaluate"]["deps"]
+    assert f"runs/dvc/iter_{n:02d}/audio_encoder.pt" in stages["evaluate"]["deps"]
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        for p in declared_params(body):
+            lookup(params, p)  # a KeyError names a declared parameter params.yaml does not have
+        if name != "sample_data":
+            assert body["cmd"].startswith("xdc step ") and "--config params.yaml" in body["cmd"], name
+    # cluster.k reaches the stages that follow k-means only through its outputs
+    assert "cluster.k" in declared_params(stages["kmeans"]["do"])
+    for name in ("sample_data", "decode", "init", "embed_video", "embed_audio", "train_video", "train_audio"):
+        body = stages[name].get("do", stages[name])
+        assert not any(p in ("cluster", "cluster.k") for p in declared_params(body)), name
+    assert Config.model_fields.keys() == params.keys()
+
+
+# -- a tiny pipeline in its own repository ----------------------------------------------------
+
+
+@dataclass
+class Pipeline:
+    path: Path
+    env: dict[str, str]
+    first_repro: str
+
+    def run(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, check: bool = True
+            ) -> subprocess.CompletedProcess:
+        exe = str(DVC) if args[0] == "dvc" else args[0]
+        r = subprocess.run([exe, *args[1:]], cwd=cwd or self.path, env=env or self.env, capture_output=True,
+                           text=True, timeout=900, check=False)
+        if check:
+            assert r.returncode == 0, f"{' '.join(args)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+        return r
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def tiny_pipeline(text: str, iterations: int, videos: int) -> dict[str, Any]:
+    """dvc.yaml with ``iterations`` entries in its iteration list and ``videos`` sample videos."""
+    pipeline = yaml.safe_load(text)
+    its = iterations_of(pipeline)
+    last, new_last = list(its)[-1], f"{iterations:02d}"
+    for v in pipeline["vars"]:
+        if "iterations" in v:
+            v["iterations"] = dict(list(its.items())[:iterations])
+        if "sample_videos" in v:
+            v["sample_videos"] = videos
+    ev = pipeline["stages"]["evaluate"]
+    ev["cmd"] = ev["cmd"].replace(f"iter_{last}/", f"iter_{new_last}/")
+    ev["deps"] = [d.replace(f"iter_{last}/", f"iter_{new_last}/") for d in ev["deps"]]
+    return pipeline
+
+
+def stage_names(n_iterations: int) -> set[str]:
+    its = [f"{i:02d}" for i in range(1, n_iterations + 1)]
+    return {"sample_data", "decode", "init", "evaluate"} | {
+        f"{stage}@{it}" for it in its for stage in ("embed_video", "embed_audio", "kmeans", "train_video", "train_audio")
+    }
+
+
+def ran_and_skipped(output: str) -> tuple[set[str], set[str]]:
+    return (set(re.findall(r"Running stage '([^']+)'", output)),
+            set(re.findall(r"Stage '([^']+)' didn't change, skipping", output)))
+
+
+def git(path: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=path, check=True, capture_output=True)
+
+
+def sha256_tree(root: Path, parts: tuple[str, ...]) -> dict[str, str]:
+    """sha256 of every file under ``root/part`` for each part, by path relative to ``root``."""
+    out = {}
+    for part in parts:
+        for f in sorted((root / part).rglob("*")):
+            if f.is_file():
+                out[str(f.relative_to(root))] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> Pipeline:
+    if not DVC.is_file():
+        pytest.skip(f"no dvc at {DVC} (pip install -e '.[storage]')")
+    path = tmp_path_factory.mktemp("dvc") / "repo"
+    path.mkdir()
+    for name in (".gitignore", ".dvcignore", ".dvc/config", ".dvc/.gitignore"):
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / name, path / name)
+    n = TINY_SETTINGS["cluster"]["iterations"]
+    (path / "dvc.yaml").write_text(yaml.safe_dump(tiny_pipeline((REPO / "dvc.yaml").read_text(), n, TINY_VIDEOS),
+                                                  sort_keys=False))
+    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY_SETTINGS)
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    load_config(path / "params.yaml")
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # the stages call `xdc`
+        "DVC_NO_ANALYTICS": "1",
+        "DVC_SITE_CACHE_DIR": str(path.parent / "dvc-site-cache"),
+        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com",
+    }
+    git(path, "init", "-q")
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "the XDC pipeline, tiny settings")
+    p = Pipeline(path, env, "")
+    r = p.run("dvc", "repro")
+    p.first_repro = r.stdout + r.stderr
+    return p
+
+
+def test_repro_runs_the_whole_loop_then_metrics_and_plots(pipeline):
+    ran, skipped = ran_and_skipped(pipeline.first_repro)
+    assert ran == stage_names(TINY_SETTINGS["cluster"]["iterations"]) and not skipped
+    assert "up to date" in pipeline.run("dvc", "status").stdout
+
+    shown = pipeline.run("dvc", "metrics", "show").stdout
+    assert "probe.video.top1" in shown and "baseline_random.audio.top1" in shown
+    data = json.loads(pipeline.run("dvc", "metrics", "show", "--json").stdout)
+    (workspace,) = data.values()  # keyed "" (dvc 3.67) or "workspace"
+    metrics = workspace["data"]["runs/dvc/metrics.json"]["data"]
+    assert metrics["k"] == 3 and metrics["method"] == "xdc"
+    for key in ("probe", "baseline_random"):
+        for m in ("video", "audio"):
+            assert 0.0 <= metrics[key][m]["top1"] <= 1.0
+            assert metrics[key][m]["test_videos"] == TINY_VIDEOS // 4
+
+    plots = json.loads(pipeline.run("dvc", "plots", "show", "--json").stdout)
+    assert not plots.get("errors"), plots.get("errors")
+    assert set(plots["data"]) == {"cluster quality", "cluster sizes", "pretraining loss", "linear probe top-1"}
+
+    def rows(plot_id: str) -> list[dict[str, Any]]:
+        return plots["data"][plot_id][0]["content"]["data"]["values"]
+
+    assert {(r["filename::field"], r["iteration"]) for r in rows("cluster quality")} >= {
+        ("clusters_video.json::purity", 1), ("clusters_audio.json::nmi_previous", 2)}
+    loss = [r for r in rows("pretraining loss") if r["filename::field"] == "loss_video.json::train_loss"]
+    epochs = TINY_SETTINGS["train"]["total_epochs"] * TINY_SETTINGS["cluster"]["iterations"]
+    assert [r["epoch"] for r in loss] == list(range(1, epochs + 1))
+    assert {r["encoder"] for r in rows("linear probe top-1")} == {
+        f"{m}: {what}" for m in ("video", "audio") for what in ("XDC linear probe", "random init linear probe")}
+    pipeline.run("dvc", "plots", "show", "-o", str(pipeline.path.parent / "plots-html"))
+    assert (pipeline.path.parent / "plots-html" / "index.html").is_file()
+
+
+def test_changing_k_reruns_kmeans_and_what_follows_only(pipeline):
+    params_file = pipeline.path / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["cluster"]["k"] = 2
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+
+    status = json.loads(pipeline.run("dvc", "status", "--json").stdout)
+    its = [f"{i:02d}" for i in range(1, TINY_SETTINGS["cluster"]["iterations"] + 1)]
+    assert set(status) == {f"kmeans@{it}" for it in its} | {"evaluate"}, status
+    for it in its:
+        assert status[f"kmeans@{it}"] == [{"changed deps": {"params.yaml": {"cluster.k": "modified"}}}]
+
+    r = pipeline.run("dvc", "repro")
+    ran, skipped = ran_and_skipped(r.stdout + r.stderr)
+    later = its[1:]  # the embeds of later iterations: their encoders were trained on other clusters
+    assert ran == ({f"kmeans@{it}" for it in its} | {f"train_{m}@{it}" for it in its for m in ("video", "audio")}
+                   | {f"embed_{m}@{it}" for it in later for m in ("video", "audio")} | {"evaluate"})
+    assert skipped == stage_names(len(its)) - ran
+    assert {"sample_data", "decode", "init", "embed_video@01", "embed_audio@01"} <= skipped
+    clusters = json.loads((pipeline.path / "runs/dvc/iter_01/kmeans.json").read_text())["clusters"]
+    assert {c["k"] for c in clusters.values()} == {2}
+    assert json.loads((pipeline.path / "runs/dvc/metrics.json").read_text())["k"] == 2
+
+
+def test_push_to_s3_then_pull_into_a_fresh_clone(pipeline, s3_server: S3Server, bucket: str):
+    env = {k: v for k, v in pipeline.env.items() if not k.startswith("AWS_")}
+    env |= {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key, **CLIENT_ENV}
+    pipeline.run("dvc", "remote", "add", "-d", "store", f"s3://{bucket}/dvc")
+    pipeline.run("dvc", "remote", "modify", "store", "endpointurl", s3_server.url)
+    git(pipeline.path, "add", "-A")  # dvc.lock, .dvc/config with the remote (no credentials)
+    git(pipeline.path, "commit", "-qm", "pipeline results")
+    assert s3_server.secret_key not in (pipeline.path / ".dvc" / "config").read_text()
+
+    pushed = pipeline.run("dvc", "push", env=env)
+    assert re.search(r"\d+ files? pushed", pushed.stdout), pushed.stdout
+    assert any(s3_server.client().list_objects(bucket, prefix="dvc/", recursive=True))
+
+    clone = pipeline.path.parent / "clone"
+    subprocess.run(["git", "clone", "-q", str(pipeline.path), str(clone)], check=True, capture_output=True)
+    assert not (clone / "data").exists() and not (clone / "runs").exists()
+    pipeline.run("dvc", "pull", cwd=clone, env=env)
+
+    parts = ("data/sample", "runs/dvc")
+    original = sha256_tree(pipeline.path, parts)
+    pulled = sha256_tree(clone, parts)
+    assert len(original) > TINY_VIDEOS and pulled == original
+    assert "runs/dvc/metrics.json" in pulled  # metrics and plot data travel too
+    # Nothing needs recomputing in the clone.
+    assert "up to date" in pipeline.run("dvc", "status", cwd=clone, env=env).stdout
