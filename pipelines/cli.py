@@ -17,6 +17,7 @@ from typing import Any
 from kfp import compiler
 
 from components import DEFAULT_IMAGE
+from xdc_core import store
 from xdc_core.cli import PRESETS, format_results, parse_set, preset_path
 from xdc_core.config import RUN_PARAMETERS, Config, ConfigError, build_config, load_config
 
@@ -135,7 +136,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 # -- run-local ----------------------------------------------------------------------------------------
 
 
-def _task_outputs(run_dir: Path) -> dict[str, dict[str, Any]]:
+def task_outputs(run_dir: Path) -> dict[str, dict[str, Any]]:
     """Per task folder of a local run: its output artifacts (name → {uri, metadata})."""
     tasks: dict[str, dict[str, Any]] = {}
     for executor_output in sorted(run_dir.glob("*/executor_output.json")):
@@ -148,7 +149,7 @@ def _task_outputs(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def run_local(
-    data: Path | None, out: Path, cfg: Config, iterations: int, arguments: dict[str, Any]
+    data: str | Path | None, out: Path, cfg: Config, iterations: int, arguments: dict[str, Any]
 ) -> dict[str, Any]:
     """Run the pretraining pipeline through ``kfp.local`` in this Python environment; returns where
     its outputs are and the evaluation report (None with ``run_evaluation=False``)."""
@@ -165,12 +166,13 @@ def run_local(
     )
     before = set(root.glob("*")) if root.is_dir() else set()
     pipeline = build_pretrain_pipeline(iterations, cfg)
-    pipeline(data_uri=str(data.resolve()) if data else "", **arguments)
+    uri = "" if not data else str(data) if store.is_remote(data) else str(Path(data).resolve())
+    pipeline(data_uri=uri, **arguments)
     runs = sorted(set(root.glob("*")) - before, key=lambda p: p.stat().st_mtime)
     if not runs:
         raise PipelineError(f"kfp.local finished but wrote no run folder under {root}")
     run_dir = runs[-1]
-    tasks = _task_outputs(run_dir)
+    tasks = task_outputs(run_dir)
     encoders = {
         a["metadata"]["modality"]: a["uri"]
         for outputs in tasks.values()
@@ -256,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run-local", help="run the pretraining pipeline through kfp.local on this machine")
-    p.add_argument("--data", type=Path, help="manifest CSV (default: the embedded sample data)")
+    p.add_argument("--data", help="manifest CSV, a path or s3:// URI (default: the embedded sample data)")
     p.add_argument("--out", type=Path, required=True, help="folder for the pipeline root and the task cache")
     _add_settings_args(p, "cpu-demo")
     _add_run_args(p)

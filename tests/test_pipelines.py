@@ -12,7 +12,7 @@ from kfp.components import load_component_from_file
 from test_cli import xdc
 
 from components import build_components
-from pipelines.cli import run_local
+from pipelines.cli import task_outputs
 from pipelines.placement import Placement
 from pipelines.ucf101_eval import build_eval_pipeline
 from pipelines.xdc_pretrain import build_pretrain_pipeline
@@ -151,22 +151,30 @@ def tiny_config_file(tmp_path_factory) -> Path:
 
 
 def test_run_local_matches_xdc_run(tiny_sample, tiny_config_file, tmp_path):
-    """The pipeline through kfp.local and `xdc run` call the same steps with the same seeds:
-    same encoders, same metrics."""
-    cfg = load_config(tiny_config_file)
-    found = run_local(tiny_sample, tmp_path / "kfp", cfg, iterations=2, arguments={})
-    expected = run(tiny_sample, tmp_path / "run", cfg, progress=False, log=lambda _: None)
+    """`xdc pipeline run-local` (the pipeline through kfp.local) and `xdc run` call the same steps
+    with the same seeds: same encoders, same metrics."""
+    r = xdc("pipeline", "run-local", "--data", str(tiny_sample), "--config", str(tiny_config_file),
+            "--iterations", "2", "--out", str(tmp_path / "kfp"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "XDC linear probe" in r.stdout
+    run_dir = Path(next(line.split(": ", 1)[1].rsplit(" (", 1)[0] for line in r.stdout.splitlines()
+                        if line.startswith("kfp.local run: ")))
+    tasks = task_outputs(run_dir)
+    expected = run(tiny_sample, tmp_path / "run", load_config(tiny_config_file), progress=False, log=lambda _: None)
 
-    assert set(found["encoders"]) == {"video", "audio"}
-    for m, uri in found["encoders"].items():
+    final = {a["metadata"]["modality"]: a["uri"] for out in tasks.values() for name, a in out.items()
+             if name == "encoder" and a["metadata"]["iteration"] == 2}
+    assert set(final) == {"video", "audio"} and all(f"{m} encoder: {uri}" in r.stdout for m, uri in final.items())
+    for m, uri in final.items():
         ours = torch.load(uri, weights_only=True)
         theirs = torch.load(tmp_path / "run" / f"{m}_encoder.pt", weights_only=True)
         assert all(torch.allclose(ours[k], theirs[k], atol=1e-6) for k in theirs), m
-    metrics = found["metrics"]  # the evaluate component's Metrics artifact
+    metrics = tasks["evaluate"]["metrics"]["metadata"]  # the evaluate component's Metrics artifact
+    report = json.loads(Path(tasks["evaluate"]["report"]["uri"]).read_text())
     for kind in ("probe", "baseline_random"):
         for m in ("video", "audio"):
             assert metrics[f"{m}_{kind}_top1"] == pytest.approx(expected[kind][m]["top1"])
-            assert found["results"][kind][m]["top1"] == pytest.approx(expected[kind][m]["top1"])
+            assert report[kind][m]["top1"] == pytest.approx(expected[kind][m]["top1"])
 
 
 def _local(tmp_path: Path) -> None:
