@@ -7,8 +7,6 @@ are averaged. The result is a float32 array whose row i belongs to the i-th vide
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import nn
@@ -63,15 +61,3 @@ def embed(
     """Per-video features ``[N, D]`` (the mean over its clips) and video indices ``[N]``."""
     feats, index, _ = clip_features(trunk, dataset, modality, batch_size, workers, device, progress)
     return feats.mean(axis=1), index
-
-
-def save_features(path: Path, features: np.ndarray, index: np.ndarray) -> None:
-    """``features`` float32 [N, D] and the video ``index`` [N] they belong to, as one .npz."""
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, features=features.astype(np.float32), index=index.astype(np.int64))
-    tmp.replace(path)
-
-
-def load_features(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path) as z:
-        return z["features"], z["index"]

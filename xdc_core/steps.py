@@ -172,7 +172,7 @@ def save_encoder(trunk: nn.Module, path: Path) -> None:
     tmp.replace(path)
 
 
-def _pretrain_videos(root: Path, cfg: Config) -> str | None:
+def _pretrain_split_of(root: Path, cfg: Config) -> str | None:
     return pretrain_split([e.split for e in read_index(root)], cfg.train.split)
 
 
@@ -184,7 +184,7 @@ def embed_step(
 ) -> Path:
     """Per-video features of the pretraining videos → ``out`` (.npz: features [N, D], index, labels)."""
     root = Path(root)
-    split = _pretrain_videos(root, cfg)
+    split = _pretrain_split_of(root, cfg)
     dataset = ClipDataset(root, cfg.data, "eval", split, (modality,), clips=cfg.embed.clips)
     trunk = load_encoder(modality, cfg, encoder)
     feats, index = embed(
@@ -282,7 +282,7 @@ def train_on_targets(
     """:func:`train_step` with the targets given as arrays, one per head (e.g. class labels for the
     supervised upper bound)."""
     root = Path(root)
-    split = _pretrain_videos(root, cfg)
+    split = _pretrain_split_of(root, cfg)
     train_set = ClipDataset(root, cfg.data, "train", split, (modality,))
     val_set = ClipDataset(root, cfg.data, "eval", split, (modality,), clips=1)
     if any(len(h) != len(train_set) for h in heads):
