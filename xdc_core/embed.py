@@ -57,7 +57,7 @@ def embed(
     workers: int,
     device: torch.device,
     progress: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-video features ``[N, D]`` (the mean over its clips) and video indices ``[N]``."""
-    feats, index, _ = clip_features(trunk, dataset, modality, batch_size, workers, device, progress)
-    return feats.mean(axis=1), index
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-video features ``[N, D]`` (the mean over its clips), video indices ``[N]`` and labels ``[N]``."""
+    feats, index, labels = clip_features(trunk, dataset, modality, batch_size, workers, device, progress)
+    return feats.mean(axis=1), index, labels

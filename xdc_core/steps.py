@@ -187,13 +187,13 @@ def embed_step(
     split = _pretrain_split_of(root, cfg)
     dataset = ClipDataset(root, cfg.data, "eval", split, (modality,), clips=cfg.embed.clips)
     trunk = load_encoder(modality, cfg, encoder)
-    feats, index = embed(
+    feats, index, labels = embed(
         trunk, dataset, modality, cfg.embed.batch_size, cfg.embed.workers, resolve_device(cfg.device), progress
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(tmp, features=feats.astype(np.float32), index=index, labels=np.asarray(dataset.labels, dtype=np.int64))
+    np.savez(tmp, features=feats.astype(np.float32), index=index, labels=labels)
     tmp.replace(out)
     return out
 
