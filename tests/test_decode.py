@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,10 @@ import pytest
 
 from conftest import make_indexed_video
 from xdc_core.cli import main
-from xdc_core.config import Config, DataConfig, DecodeConfig
+from xdc_core.config import Config, DataConfig, DecodeConfig, load_config
 from xdc_core.decode import _run_pool, decode_dataset
 from xdc_core.manifest import ManifestError, read_manifest
+from xdc_core.sample_data import SampleSpec, make_sample_dataset
 
 XDC = [sys.executable, "-m", "xdc_core.cli"]
 
@@ -159,3 +161,26 @@ def test_a_crashing_worker_costs_only_its_file():
     assert sorted(by_path) == ["a", "b", "c", "crash", "d"]
     assert by_path["crash"]["status"] == "quarantined" and by_path["crash"]["code"] == "worker_crashed"
     assert all(by_path[p]["status"] == "accepted" for p in "abcd")
+
+
+def test_concurrent_decodes_are_byte_identical(tmp_path):
+    """Two decodes of one manifest at the same time write the same bytes (x264 included, see media/x264.py)."""
+    manifest = make_sample_dataset(tmp_path / "src", SampleSpec(videos=8, classes=2, seconds=2.0))
+    config = load_config(Path(__file__).parents[1] / "xdc_core" / "presets" / "cpu-demo.yaml")
+    outs = [tmp_path / "a", tmp_path / "b"]
+    # Separate processes (each with its own worker pool), as two `xdc decode` runs would be.
+    ctx = get_context("spawn")
+    procs = [ctx.Process(target=decode_dataset, args=(manifest, out, config, False)) for out in outs]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+        assert proc.exitcode == 0
+
+    def files(out: Path) -> dict[str, bytes]:
+        paths = [*sorted(out.glob("video/*.mp4")), *sorted(out.glob("audio/*.npy")), out / "index.csv"]
+        return {str(p.relative_to(out)): p.read_bytes() for p in paths}
+
+    a, b = (files(out) for out in outs)
+    assert len(a) == 2 * 8 + 1 and sorted(a) == sorted(b)
+    assert [name for name in a if a[name] != b[name]] == []

@@ -48,8 +48,9 @@ from .manifest import ManifestRow, read_manifest
 from .media.errors import FileMissing, MediaError, TooShort, Truncated, UnexpectedError, WorkerCrashed
 from .media.file import MediaFile, scaled_size
 from .media.timing import resample_frames
+from .media.x264 import reproducible_params
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: x264 without its AVX-512 kernel (byte-reproducible files, media/x264.py)
 INDEX_COLUMNS = ("index", "id", "path", "label", "split", "duration", "frames", "width", "height", "audio_samples")
 
 
@@ -116,7 +117,8 @@ def _reencode_video(m: MediaFile, dst: Path, fps: float, short_side: int, gop: i
         st.options = {
             "crf": str(crf),
             "preset": "veryfast",
-            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
+            # Byte-identical files for the same source on every run (see media/x264.py).
+            "x264-params": reproducible_params(f"keyint={gop}:min-keyint={gop}:scenecut=0"),
         }
         for n, frame in enumerate(
             resample_frames(track(m.timed_frames()), float(rate), 0.0, None, last_frame_seconds=1 / src_rate), start=1
