@@ -1,36 +1,203 @@
-"""Learning benchmark (issue: learning core), in the spirit of the paper's Table 1.
+"""Learning benchmark, in the spirit of the paper's Table 1: does pretraining beat random init?
 
-On the embedded sample dataset, with the same settings, budget and seeds for every row:
-random-init, SDC, MDC, CDC, XDC, and a supervised upper bound (the same loop with the true labels
-as targets for both encoders). Reports linear-probe top-1 on the test split for video and audio,
-mean ± std over the seeds, and run time. Writes JSON and prints a Markdown table.
+On the embedded sample dataset, with the same settings, budget and seeds for every row: random
+init, SDC, MDC, CDC, XDC, and a supervised reference (the same loop with the true labels as both
+encoders' targets). For every method and seed: linear-probe top-1 on the test split after each
+clustering iteration, the paired difference from the same seed's random-init probe on the same
+test videos with a 95% bootstrap interval, and the per-iteration cluster statistics (purity, the
+video-audio cluster NMI and its shuffled chance level).
+
+Before any method is compared it checks the data (the calibration): random-init clusters carry
+a little of the class (NMI with the labels above its shuffled chance level) and the supervised
+reference beats random init by >= 0.3 on both modalities. It writes what it ran (settings file,
+overrides, video count, git commit, machine), the results, a Markdown table (``.md``) and a plot
+(``.png``) next to the JSON file. Runs start from scratch each time (the sample data, the decoded
+dataset and its clip cache are deterministic and reused).
 
 Usage: python bench/learning_bench.py --out bench/results/learning.json [--seeds 0 1 2]
-       [--config xdc_core/presets/cpu-demo.yaml] [--methods sdc mdc cdc xdc supervised]
+       [--videos 2000] [--classes 8] [--config xdc_core/presets/cpu-demo.yaml] [--set KEY=VALUE]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
+import platform
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import yaml
 
-from xdc_core.config import load_config
+from xdc_core.config import Config, load_config
 from xdc_core.dataset import ClipDataset
 from xdc_core.decode import decode_dataset
+from xdc_core.evaluate import paired_bootstrap, probe_encoder
+from xdc_core.kmeans import kmeans, nmi
+from xdc_core.models import MODALITIES
 from xdc_core.run import run
 from xdc_core.sample_data import SampleSpec, make_sample_dataset
+from xdc_core.steps import embed_step, init_encoder, load_encoder
+
+METHODS = ["supervised", "xdc", "sdc", "mdc", "cdc"]
+SUPERVISED_MARGIN = 0.3  # the calibration: a learnable dataset lets labels beat random init by this much
 
 
-def mean_std(xs: list[float]) -> str:
-    if len(xs) == 1:
-        return f"{xs[0]:.3f}"
-    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+        return out + ("+uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}"
+
+
+def prepare(args: argparse.Namespace, cfg: Config) -> tuple[Path, dict[str, float]]:
+    """Sample data (by its spec) and its decoded dataset (by the decode settings), reused if present."""
+    spec = SampleSpec(videos=args.videos, classes=args.classes, seed=args.data_seed)
+    sample = args.work / f"sample-{spec.videos}v-{spec.classes}c-seed{spec.seed}"
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if not (sample / "manifest.csv").is_file():
+        make_sample_dataset(sample, spec)
+    timings["sample_data_s"] = round(time.perf_counter() - t0, 1)
+    key = hashlib.sha1(json.dumps([cfg.data.model_dump(), cfg.decode.model_dump()]).encode()).hexdigest()[:8]
+    decoded = args.work / f"{sample.name}-decoded-{key}"
+    t0 = time.perf_counter()
+    decode_dataset(sample / "manifest.csv", decoded, cfg, progress=False)
+    timings["decode_s"] = round(time.perf_counter() - t0, 1)
+    return decoded, timings
+
+
+def calibration(decoded: Path, cfg: Config, seed: int, work: Path) -> dict[str, Any]:
+    """Random-init clusters vs the labels and vs each other, each with its shuffled chance level."""
+    c = cfg.model_copy(update={"seed": seed})
+    feats = {m: np.load(embed_step(decoded, m, c, None, work / f"calib_seed{seed}_{m}.npz", progress=False))
+             for m in MODALITIES}
+    labels = feats["video"]["labels"]
+    rng = np.random.default_rng([seed, 3])
+    assign = {m: kmeans(feats[m]["features"], c.cluster.k, seed=seed, use_gpu=False).assignments for m in MODALITIES}
+    out: dict[str, Any] = {}
+    for m in MODALITIES:
+        chance = float(np.mean([nmi(rng.permutation(assign[m]), labels) for _ in range(10)]))
+        out[m] = {"nmi_labels": round(nmi(assign[m], labels), 4), "nmi_labels_chance": round(chance, 4)}
+    chance = float(np.mean([nmi(assign["video"], rng.permutation(assign["audio"])) for _ in range(10)]))
+    out["cross_modal"] = {"nmi": round(nmi(assign["video"], assign["audio"]), 4), "nmi_chance": round(chance, 4)}
+    return out
+
+
+def probe_curve(decoded: Path, cfg: Config, out: Path, metrics: dict[str, Any], random: dict[str, Any]) -> dict:
+    """Probe top-1 after each iteration (0 = random init; the last one is the run's own evaluation)."""
+    curve: dict[str, list[float]] = {m: [random[m]["top1"]] for m in MODALITIES}
+    for it in range(1, cfg.cluster.iterations):
+        for m in MODALITIES:
+            trunk = load_encoder(m, cfg, out / f"iter_{it:02d}" / f"{m}_encoder.pt")
+            curve[m].append(probe_encoder(decoded, cfg, m, trunk, progress=False)["top1"])
+    for m in MODALITIES:
+        curve[m].append(metrics["probe"][m]["top1"])
+    return curve
+
+
+def summarise(runs: dict[str, list[dict[str, Any]]], random: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method and modality: mean ± std top-1 over seeds, and the paired difference from random
+    init pooled over seeds (bootstrap over test videos, pairing by seed and video kept)."""
+    table: dict[str, Any] = {"random-init": {}}
+    for m in MODALITIES:
+        tops = [r[m]["top1"] for r in random]
+        table["random-init"][m] = {"mean": round(statistics.mean(tops), 4),
+                                   "std": round(statistics.stdev(tops), 4) if len(tops) > 1 else 0.0}
+    for method, entries in runs.items():
+        table[method] = {}
+        for m in MODALITIES:
+            tops = [e["probe"][m]["top1"] for e in entries]
+            pooled = paired_bootstrap(np.array([e["probe"][m]["correct"] for e in entries]),
+                                      np.array([random[i][m]["correct"] for i in range(len(entries))]))
+            table[method][m] = {
+                "mean": round(statistics.mean(tops), 4),
+                "std": round(statistics.stdev(tops), 4) if len(tops) > 1 else 0.0,
+                "delta_vs_random": pooled["delta"], "delta_ci95": pooled["ci95"],
+                "per_seed_delta": [e["probe_vs_random"][m] for e in entries],
+            }
+    return table
+
+
+def markdown(table: dict[str, Any], runs: dict[str, list[dict[str, Any]]], seeds: list[int]) -> str:
+    lines = ["| method | video top-1 | video Δ vs random [95% CI] | audio top-1 | audio Δ vs random [95% CI] "
+             "| run time per seed (s) |", "|---|---|---|---|---|---|"]
+    for method, row in table.items():
+        cells = []
+        for m in MODALITIES:
+            r = row[m]
+            cells.append(f"{r['mean']:.3f} ± {r['std']:.3f}")
+            cells.append(f"{r['delta_vs_random']:+.3f} [{r['delta_ci95'][0]:+.3f}, {r['delta_ci95'][1]:+.3f}]"
+                         if "delta_vs_random" in r else "—")
+        secs = statistics.mean(e["seconds"] for e in runs[method]) if method in runs else None
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {'—' if secs is None else f'{secs:.0f}'} |")
+    lines += ["", "Per seed, paired difference from the same seed's random init (video / audio):", "",
+              "| method | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---|" * len(seeds)]
+    for method, entries in runs.items():
+        cells = []
+        for e in entries:
+            v, a = e["probe_vs_random"]["video"], e["probe_vs_random"]["audio"]
+            cells.append(f"{v['delta']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}] / "
+                         f"{a['delta']:+.3f} [{a['ci95'][0]:+.3f}, {a['ci95'][1]:+.3f}]")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: dict[str, list[dict[str, Any]]], path: Path, seed0: int) -> None:
+    """Per method: probe top-1 per iteration (video, audio; first seed) and the video-audio
+    cluster NMI per iteration with its chance level (mean over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    colours = dict(zip(METHODS, plt.get_cmap("tab10").colors, strict=False))
+    for method, entries in runs.items():
+        c = colours[method]
+        for ax, m in zip(axes[:2], MODALITIES, strict=True):
+            curve = np.mean([e["probe_curve"][m] for e in entries if e["probe_curve"]], axis=0)
+            ax.plot(range(len(curve)), curve, marker="o", color=c, label=method)
+        if method != "supervised":
+            cross = np.mean([[it["cross_modal"]["nmi"] for it in e["clusters"]] for e in entries], axis=0)
+            chance = np.mean([[it["cross_modal"]["nmi_chance"] for it in e["clusters"]] for e in entries], axis=0)
+            its = range(1, len(cross) + 1)
+            axes[2].plot(its, cross, marker="o", color=c, label=method)
+            axes[2].plot(its, chance, ls=":", color=c)
+    for ax, m in zip(axes[:2], MODALITIES, strict=True):
+        ax.set(title=f"{m} encoder: linear-probe top-1 (seed {seed0})", xlabel="clustering iteration (0 = random init)",
+               ylabel="test top-1")
+    axes[2].set(title="video-audio cluster NMI (mean over seeds; dotted: chance)", xlabel="clustering iteration",
+                ylabel="NMI")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[2].legend()
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> int:
@@ -38,63 +205,86 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("bench/results/learning.json"))
     ap.add_argument("--config", type=Path, default=Path("xdc_core/presets/cpu-demo.yaml"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--methods", nargs="+", default=["sdc", "mdc", "cdc", "xdc", "supervised"])
-    ap.add_argument("--videos", type=int, default=128)
+    ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    ap.add_argument("--videos", type=int, default=SampleSpec.videos, help="sample videos (default: the demo's)")
+    ap.add_argument("--classes", type=int, default=SampleSpec.classes)
+    ap.add_argument("--data-seed", type=int, default=0, help="seed of the sample generator")
     ap.add_argument("--work", type=Path, default=Path("bench/work/learning"))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
-
-    import yaml
+    started = time.perf_counter()
 
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     cfg = load_config(args.config, overrides)
-    manifest = args.work / "sample" / "manifest.csv"
-    if not manifest.is_file():
-        make_sample_dataset(manifest.parent, SampleSpec(videos=args.videos))
-    decoded = args.work / "decoded"
-    decode_dataset(manifest, decoded, cfg, progress=False)
-    pretrain_labels = np.asarray(ClipDataset(decoded, cfg.data, "eval", cfg.train.split, ("audio",)).labels)
+    decoded, timings = prepare(args, cfg)
+    shutil.rmtree(args.work / "runs", ignore_errors=True)  # every run from scratch
+    pretrain_labels = np.asarray(ClipDataset(decoded, cfg.data, "eval", cfg.train.split, ("audio",), clips=1).labels)
+    log = lambda tag: (lambda line: print(f"[{tag}]", line, flush=True))  # noqa: E731
 
-    runs: dict[str, list[dict]] = {m: [] for m in ["random-init", *args.methods]}
+    random: list[dict[str, Any]] = []
+    calib: dict[str, Any] = {}
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in args.methods}
     for seed in args.seeds:
+        c = cfg.model_copy(update={"seed": seed})
+        calib[str(seed)] = calibration(decoded, c, seed, args.work / "runs")
+        log(f"calibration seed {seed}")(json.dumps(calib[str(seed)]))
+        random.append({m: probe_encoder(decoded, c, m, init_encoder(m, c), progress=False) for m in MODALITIES})
         for method in args.methods:
-            out = args.work / f"{method}_seed{seed}"
-            c = cfg.model_copy(update={"seed": seed})
-            if method != "supervised":
-                c = c.model_copy(update={"cluster": cfg.cluster.model_copy(update={"method": method})})
+            out = args.work / "runs" / f"{method}_seed{seed}"
+            mc = c if method == "supervised" else c.model_copy(
+                update={"cluster": c.cluster.model_copy(update={"method": method})})
             t0 = time.perf_counter()
-            m = run(decoded, out, c, progress=False, log=lambda line, tag=f"[{method} seed {seed}]": print(tag, line, flush=True),
-                    fixed_targets=pretrain_labels if method == "supervised" else None)
-            entry = {"seed": seed, "video": m["probe"]["video"]["top1"], "audio": m["probe"]["audio"]["top1"],
-                     "seconds": round(time.perf_counter() - t0, 1),
-                     "purity_last": {k: v.get("purity") for k, v in m["iterations"][-1]["clusters"].items()}}
-            runs[method].append(entry)
-            if method == args.methods[0]:  # the random-init probe is the same for every method of a seed
-                runs["random-init"].append({"seed": seed, "video": m["baseline_random"]["video"]["top1"],
-                                            "audio": m["baseline_random"]["audio"]["top1"], "seconds": 0.0})
+            metrics = run(decoded, out, mc, progress=False, log=log(f"{method} seed {seed}"),
+                          fixed_targets=pretrain_labels if method == "supervised" else None)
+            seconds = round(time.perf_counter() - t0, 1)
+            # The run's own random-init probe is the same computation as `random` (same seed, same init).
+            assert metrics["baseline_random"]["video"]["top1"] == random[-1]["video"]["top1"]
+            runs[method].append({
+                "seed": seed, "seconds": seconds,
+                "probe": {m: {k: metrics["probe"][m][k] for k in ("top1", "lr", "correct")} for m in MODALITIES},
+                "probe_vs_random": metrics["probe_vs_random"],
+                # Probing every iteration costs a probe per iteration: done for the first seed.
+                "probe_curve": probe_curve(decoded, mc, out, metrics, random[-1]) if seed == args.seeds[0] else None,
+                "clusters": [it["clusters"] for it in metrics["iterations"]],
+                "train": [{m: {k: it["train"][m][k] for k in ("train_loss", "val_loss", "stop_reason")}
+                           for m in MODALITIES} for it in metrics["iterations"]],
+            })
+            print(f"[{method} seed {seed}] probe video {metrics['probe']['video']['top1']:.3f} audio "
+                  f"{metrics['probe']['audio']['top1']:.3f} ({seconds:.0f} s)", flush=True)
 
-    table = {}
-    for method, entries in runs.items():
-        table[method] = {
-            "video_top1": mean_std([e["video"] for e in entries]),
-            "audio_top1": mean_std([e["audio"] for e in entries]),
-            "seconds_per_run": round(statistics.mean(e["seconds"] for e in entries), 1),
-            "runs": entries,
-        }
+    table = summarise(runs, random)
+    checks: dict[str, Any] = {
+        "random_init_clusters_carry_class": {
+            m: all(v[m]["nmi_labels"] > v[m]["nmi_labels_chance"] for v in calib.values()) for m in MODALITIES},
+        "cross_modal_nmi_above_chance_at_init": all(
+            v["cross_modal"]["nmi"] > v["cross_modal"]["nmi_chance"] for v in calib.values()),
+    }
+    if "supervised" in table:
+        checks[f"supervised_beats_random_by_{SUPERVISED_MARGIN}"] = {
+            m: table["supervised"][m]["mean"] - table["random-init"][m]["mean"] >= SUPERVISED_MARGIN
+            for m in MODALITIES}
+    test_videos = len(ClipDataset(decoded, cfg.data, "eval", cfg.evaluate.test_split, ("audio",), clips=1))
     results = {
-        "config": str(args.config),
-        "overrides": overrides,
-        "seeds": args.seeds,
-        "videos": args.videos,
-        "test_videos": int(len(ClipDataset(decoded, cfg.data, "eval", cfg.evaluate.test_split, ("audio",)))),
+        "ran": {"config": str(args.config), "overrides": overrides, "seeds": args.seeds, "methods": args.methods,
+                "videos": args.videos, "classes": args.classes, "data_seed": args.data_seed,
+                "pretrain_videos": int(len(pretrain_labels)), "test_videos": test_videos,
+                "git_commit": git_commit(), "machine": machine(),
+                "command": " ".join(["python", *sys.argv])},
+        "timings": timings | {"total_s": round(time.perf_counter() - started, 1)},
+        "calibration": {"per_seed": calib, "checks": checks},
         "table": table,
+        "runs": runs,
+        "random_init": [{m: {"top1": r[m]["top1"]} for m in MODALITIES} for r in random],
+        "settings": cfg.model_dump(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print("| method | video top-1 | audio top-1 | run time (s) |\n|---|---|---|---|")
-    for method, row in table.items():
-        print(f"| {method} | {row['video_top1']} | {row['audio_top1']} | {row['seconds_per_run']} |")
-    print(f"results: {args.out}", file=sys.stderr)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    md = markdown(table, runs, args.seeds)
+    args.out.with_suffix(".md").write_text(md)
+    plot(runs, args.out.with_suffix(".png"), args.seeds[0])
+    print(md)
+    print(json.dumps(checks, indent=1))
+    print(f"results: {args.out} (+ .md, .png); {results['timings']['total_s']:.0f} s in all", file=sys.stderr)
     return 0
 
 

@@ -36,7 +36,7 @@ def test_xdc_run_end_to_end_on_a_manifest(tiny_sample, tiny_yaml, tmp_path):
         for modality in ("video", "audio"):
             assert 0.0 <= m[key][modality]["top1"] <= 1.0
     it2 = m["iterations"][1]
-    assert set(it2["clusters"]) == {"video", "audio"} and it2["clusters"]["video"]["nmi_previous"] is not None
+    assert set(it2["clusters"]) == {"video", "audio", "cross_modal"} and it2["clusters"]["video"]["nmi_previous"] is not None
     assert it2["clusters"]["audio"]["empty_before_fix"] >= 0 and it2["train"]["video"]["stop_reason"]
     # one log line per iteration, then the result table
     assert proc.stdout.count("iter ") >= 2 and "linear probe" in proc.stdout and "random init" in proc.stdout
@@ -57,7 +57,9 @@ def test_other_methods_run(tiny_decoded, tmp_path, method):
     settings = {**TINY_SETTINGS, "cluster": {"k": 3, "iterations": 1, "method": method}}
     m = run(tiny_decoded, tmp_path / method, build_config(settings), evaluate=False, progress=False, log=lambda _: None)
     expected = {"sdc": {"video", "audio"}, "mdc": {"video", "audio"}, "cdc": {"joint"}}[method]
-    assert set(m["iterations"][0]["clusters"]) == expected and "probe" not in m
+    assert set(m["iterations"][0]["clusters"]) == expected | {"cross_modal"} and "probe" not in m
+    cross = m["iterations"][0]["clusters"]["cross_modal"]
+    assert 0 <= cross["nmi_chance"] < 1 and cross["nmi"] != cross["nmi_chance"]
 
 
 def test_full_size_encoders_are_the_torchvision_ones(tmp_path):
@@ -91,3 +93,25 @@ def test_unlabelled_data_cannot_be_evaluated(tiny_sample, tmp_path):
         run(unlabelled, tmp_path / "o", cfg, progress=False, log=lambda _: None)
     m = run(unlabelled, tmp_path / "o", cfg, evaluate=False, progress=False, log=lambda _: None)
     assert m["videos"] == 16 and "probe" not in m  # no split column: every video is pretrained on
+
+
+def test_same_inputs_settings_and_seed_give_identical_runs(tiny_sample, tmp_path):
+    """Two runs from the manifest (each decoding it, with pre-decoded clips and DataLoader workers):
+    the same decoded bytes, encoders and metrics (bit-reproducible on one machine, CPU)."""
+    settings = {**TINY_SETTINGS, "data": {**TINY_SETTINGS["data"], "clip_cache": 2},
+                "train": {**TINY_SETTINGS["train"], "workers": 2}, "cluster": {"k": 3, "iterations": 1}}
+    cfg = build_config(settings)
+    runs = [run(tiny_sample, tmp_path / name, cfg, progress=False, log=lambda _: None) for name in ("a", "b")]
+    for m in runs:
+        m.pop("seconds")
+        for it in m["iterations"]:
+            it.pop("seconds")
+    assert runs[0] == runs[1]
+    a, b = tmp_path / "a", tmp_path / "b"
+    for f in sorted((a / "decoded").rglob("*")):
+        if f.is_file() and f.name not in ("progress.jsonl", "summary.json"):  # those two hold timings
+            assert f.read_bytes() == (b / f.relative_to(a)).read_bytes(), f
+    for m in ("video", "audio"):
+        sa = torch.load(a / f"{m}_encoder.pt", weights_only=True)
+        sb = torch.load(b / f"{m}_encoder.pt", weights_only=True)
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -8,7 +8,16 @@ from conftest import TINY_SETTINGS
 from xdc_core.config import Schedule, build_config
 from xdc_core.dataset import ClipDataset
 from xdc_core.models import build_trunk
-from xdc_core.train import UniformLabelSampler, lr_at, rising_streak, split_holdout, train_encoder
+from xdc_core.train import (
+    EARLY_STOP_MIN_HELD_OUT,
+    UniformLabelSampler,
+    chance_loss,
+    early_stopping,
+    lr_at,
+    rising_streak,
+    split_holdout,
+    train_encoder,
+)
 
 
 def test_sampler_draws_pseudo_classes_evenly():
@@ -102,3 +111,46 @@ def test_resume_reproduces_uninterrupted_run(setup, tmp_path):
     assert r_resumed.train_loss == r_whole.train_loss and r_resumed.val_loss == r_whole.val_loss
     for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
+
+
+def test_cosine_decay_goes_from_lr_to_lr_times_gamma_after_warmup():
+    s = Schedule(lr=0.1, warmup_epochs=1, total_epochs=5, gamma=0.01, decay="cosine")
+    assert lr_at(s, 0, 9, 10) == pytest.approx(0.1)  # end of warmup
+    assert lr_at(s, 1, 0, 10) == pytest.approx(0.1)  # decay starts at the base lr
+    assert lr_at(s, 3, 0, 10) == pytest.approx(0.1 * (0.01 + 0.99 * 0.5), rel=0.05)  # half way: the mean
+    assert lr_at(s, 4, 9, 10) == pytest.approx(0.001)  # last step: lr * gamma
+    lrs = [lr_at(s, e, i, 10) for e in range(1, 5) for i in range(10)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))  # never rises
+
+
+def test_early_stop_auto_needs_enough_held_out_videos():
+    cfg = build_config(TINY_SETTINGS).train
+    assert cfg.early_stop == "auto"
+    on, why = early_stopping(cfg, EARLY_STOP_MIN_HELD_OUT)
+    assert on and "early stop on" in why
+    off, why = early_stopping(cfg, EARLY_STOP_MIN_HELD_OUT - 1)
+    assert not off and "too few" in why
+    assert early_stopping(cfg.model_copy(update={"early_stop": True}), 5)[0]
+    assert not early_stopping(cfg.model_copy(update={"early_stop": False}), 10_000)[0]
+
+
+def test_targets_that_cannot_generalise_leave_the_trunk_as_it_started(setup):
+    """Targets the held-out videos cannot share (their pseudo-class never occurs in training) can only
+    be memorised: no epoch's held-out loss beats ln k, so with early stopping the trunk keeps its
+    starting weights instead of the memorising ones."""
+    cfg, train, val, _ = setup
+    schedule = cfg.train.model_copy(update={"early_stop": True, "lr": 0.05, "total_epochs": 3, "patience": 5})
+    train_pos, held_out = split_holdout(len(train), schedule.val_fraction, 0)
+    targets = [np.where(np.isin(np.arange(len(train)), held_out), 2, np.arange(len(train)) % 2)]
+    trunk = build_trunk("audio", 4)
+    start = {k: v.clone() for k, v in trunk.state_dict().items()}
+    result, _ = train_encoder(trunk, "audio", train, val, targets, schedule, 0, torch.device("cpu"), progress=False)
+    assert result.epochs == 3 and result.best_epoch == 0, result
+    assert min(result.val_loss) > chance_loss([3]) and "kept the starting weights" in result.stop_reason
+    assert all(torch.equal(start[k], v) for k, v in trunk.state_dict().items())
+    # Without early stopping the same run keeps what it learnt (the weights moved).
+    free = build_trunk("audio", 4)
+    free.load_state_dict(start)
+    train_encoder(free, "audio", train, val, targets, schedule.model_copy(update={"early_stop": False}), 0,
+                  torch.device("cpu"), progress=False)
+    assert not all(torch.equal(start[k], v) for k, v in free.state_dict().items())

@@ -100,6 +100,11 @@ def format_results(metrics: dict[str, Any]) -> str:
     width = max(len(name) for name, _ in rows)
     lines = [f"{'top-1 on the test split':<{width}}   video   audio"]
     lines += [f"{name:<{width}}   {r['video']['top1']:.3f}   {r['audio']['top1']:.3f}" for name, r in rows]
+    if "probe_vs_random" in metrics:
+        lines.append(f"linear probe, {metrics['method'].upper()} minus random init (paired, 95% bootstrap interval "
+                     "over the test videos):")
+        for m, d in metrics["probe_vs_random"].items():
+            lines.append(f"  {m}: {d['delta']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
     return "\n".join(lines)
 
 
@@ -165,6 +170,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .sample_data import SampleSpec  # its defaults are the help's
+
     parser = argparse.ArgumentParser(
         prog="xdc",
         description="Self-supervised audio-visual pretraining by Cross-Modal Deep Clustering (XDC).",
@@ -173,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample-data", help="write the embedded synthetic sample dataset and its manifest")
     p.add_argument("--out", type=Path, required=True, help="folder for the videos and manifest.csv")
-    p.add_argument("--videos", type=int, default=512, help="number of videos (default 512)")
-    p.add_argument("--classes", type=int, default=4, help="number of latent classes (default 4, at most 8)")
+    p.add_argument("--videos", type=int, default=SampleSpec.videos, help=f"number of videos (default {SampleSpec.videos})")
+    p.add_argument("--classes", type=int, default=SampleSpec.classes,
+                   help=f"number of latent classes (default {SampleSpec.classes}, at most 12)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=cmd_sample_data)
 

@@ -38,6 +38,13 @@ class DataConfig(_Strict):
     n_mels: int = Field(40, ge=8, le=256, description="mel bands of the log-mel spectrogram (Q)")
     mel_frames: int = Field(100, ge=8, le=2000, description="time frames of the log-mel spectrogram (P)")
     eval_clips: int = Field(10, ge=1, le=100, description="uniformly spaced clips per video at inference")
+    clip_cache: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="random training clips per video decoded once and reused (0 = decode at every visit): "
+        "CPU runs spend their time in SGD instead of FFmpeg; see xdc_core/clip_cache.py",
+    )
     min_duration_s: float | None = Field(
         None,
         ge=0,
@@ -116,7 +123,10 @@ class Schedule(_Strict):
     """An SGD schedule in the terms of the paper's Table 9.
 
     The learning rate rises linearly from 0 to ``lr`` over ``warmup_epochs`` (per step, Goyal et al.),
-    then is multiplied by ``gamma`` every ``step_epochs`` epochs counted from the end of warmup.
+    then, with ``decay: step`` (the paper), is multiplied by ``gamma`` every ``step_epochs`` epochs
+    counted from the end of warmup; with ``decay: cosine`` it follows a half cosine, per step, from
+    ``lr`` down to ``lr * gamma`` at the last step (``step_epochs`` unused). Short runs want the
+    cosine: a step decay by 0.01 leaves only the epochs before the first step to do the work.
     """
 
     epoch_size: int = Field(1_000_000, ge=1, description="es: examples seen per epoch")
@@ -128,6 +138,7 @@ class Schedule(_Strict):
     weight_decay: float = Field(1e-4, ge=0, le=1, description="wd")
     gamma: float = Field(0.01, gt=0, le=1, description="lr decay factor")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    decay: Literal["step", "cosine"] = Field("step", description="lr decay after warmup: step (paper) | cosine")
 
     @model_validator(mode="after")
     def _check_warmup(self) -> Schedule:
@@ -141,7 +152,12 @@ class Schedule(_Strict):
 class TrainConfig(Schedule):
     """Training an encoder on pseudo-labels. Defaults: paper Table 10, "All DCs, Kinetics"."""
 
-    early_stop: bool = Field(True, description="stop when the held-out pseudo-label loss rises 3 epochs in a row")
+    early_stop: bool | Literal["auto"] = Field(
+        "auto",
+        description="stop when the held-out pseudo-label loss rises `patience` epochs in a row and keep the best "
+        "epoch; auto = only when the held-out slice has enough videos per pseudo-class for that loss to be "
+        "trustworthy (xdc_core/train.py, EARLY_STOP_MIN_PER_CLASS)",
+    )
     patience: int = Field(3, ge=1, le=100, description="consecutive rising epochs that stop training")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="held-out slice of the unlabelled videos")
     workers: int = Field(2, ge=0, le=64, description="DataLoader worker processes")

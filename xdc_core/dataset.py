@@ -94,10 +94,26 @@ class ClipDataset(Dataset[dict[str, Any]]):
             raise DatasetMismatch(f"{self.root} does not match the data settings ({changes}); decode it again")
         # Class indices come from every labelled video, so train and test subsets agree.
         self.classes = sorted({e.label for e in entries if e.label})
-        self.entries = [e for e in entries if split is None or e.split == split]
+        self._rows = [row for row, e in enumerate(entries) if split is None or e.split == split]
+        self.entries = [entries[row] for row in self._rows]
         if not self.entries:
             raise ValueError(f"{self.root}: no videos" + (f" in split {split!r}" if split else ""))
         self._class_index = {c: i for i, c in enumerate(self.classes)}
+        self.cached_clips = data.clip_cache
+        self._cache: dict[str, np.ndarray] = {}
+        if data.clip_cache > 0:  # here, in the main process: DataLoader workers cannot build it
+            from .clip_cache import load_or_build
+
+            kind = f"train{data.clip_cache}" if mode == "train" else f"eval{self.clips}"
+            self._cache = load_or_build(self._uncached(modalities), kind)
+
+    def _uncached(self, modalities: tuple[str, ...]) -> ClipDataset:
+        """This dataset over the whole index, decoding at every visit, reading only ``modalities``:
+        what builds the cache (it keeps ``data.clip_cache``, the number of clips to cache)."""
+        twin = ClipDataset(self.root, self.data.model_copy(update={"clip_cache": 0}), self.mode, None, modalities,
+                           self.clips)
+        twin.cached_clips = self.data.clip_cache
+        return twin
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -119,27 +135,49 @@ class ClipDataset(Dataset[dict[str, Any]]):
         window[: len(part)] = part / 32768.0
         return log_mel(window, d.audio_rate, d.n_mels, d.mel_frames)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def train_starts(self, i: int, n: int, rng: np.random.Generator) -> list[float]:
+        """``n`` random clip starts of video ``i`` (temporal jitter)."""
+        return [random_clip_start(self.entries[i].duration, self.data.clip_seconds, rng) for _ in range(n)]
+
+    def read(self, i: int, starts: list[float], crop: str, rng: np.random.Generator | None) -> dict[str, Any]:
+        """Decode the clips of video ``i`` at ``starts``: stacked ``[N, ...]`` arrays per modality.
+        ``crop``: ``random``, ``center`` or ``square`` (the centre ``short_side`` square, uncropped)."""
         d = self.data
         entry = self.entries[i]
+        item: dict[str, Any] = {"index": entry.index, "label": self._label(entry)}
+        if "video" in self.modalities:
+            size = d.short_side if crop == "square" else d.crop_size
+            mode = "center" if crop == "square" else crop
+            with MediaFile(self.root / "video" / f"{entry.id}.mp4") as m:
+                clips = [
+                    torch.from_numpy(m.video_clip(s, d.clip_frames, d.fps, d.short_side, size, mode, rng))  # type: ignore[arg-type]
+                    for s in starts
+                ]
+            item["video"] = torch.stack(clips)
+        if "audio" in self.modalities:
+            item["audio"] = torch.stack([self._audio(entry, s) for s in starts])
+        return item
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
         if self.mode == "train":
             # Drawn from torch's RNG so DataLoader workers get distinct, seedable streams.
             rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
-            starts = [random_clip_start(entry.duration, d.clip_seconds, rng)]
-            crop = "random"
-        else:
-            rng = None
-            starts = uniform_clip_starts(entry.duration, d.clip_seconds, self.clips)
-            crop = "center"
-        item: dict[str, Any] = {"index": entry.index, "label": self._label(entry)}
+        cache = self._cache
+        if not cache:
+            if self.mode == "train":
+                item = self.read(i, self.train_starts(i, 1, rng), "random", rng)
+                return item | {m: item[m][0] for m in self.modalities}
+            starts = uniform_clip_starts(self.entries[i].duration, self.data.clip_seconds, self.clips)
+            return self.read(i, starts, "center", None)
+        from .clip_cache import random_crop
+
+        row = self._rows[i]
+        item = {"index": self.entries[i].index, "label": self._label(self.entries[i])}
+        if self.mode == "eval":
+            return item | {m: torch.from_numpy(np.array(cache[m][row])) for m in self.modalities}
+        c = int(rng.integers(self.data.clip_cache))  # one of the cached random starts
         if "video" in self.modalities:
-            with MediaFile(self.root / "video" / f"{entry.id}.mp4") as m:
-                clips = [
-                    torch.from_numpy(m.video_clip(s, d.clip_frames, d.fps, d.short_side, d.crop_size, crop, rng))
-                    for s in starts
-                ]
-            item["video"] = clips[0] if self.mode == "train" else torch.stack(clips)
+            item["video"] = random_crop(cache["video"][row, c], self.data.crop_size, rng)
         if "audio" in self.modalities:
-            specs = [self._audio(entry, s) for s in starts]
-            item["audio"] = specs[0] if self.mode == "train" else torch.stack(specs)
+            item["audio"] = torch.from_numpy(np.array(cache["audio"][row, c]))
         return item

@@ -36,6 +36,26 @@ def top1(probs: np.ndarray, labels: np.ndarray) -> float:
     return float((probs.argmax(1) == labels).mean()) if len(labels) else float("nan")
 
 
+def paired_bootstrap(correct: np.ndarray, baseline: np.ndarray, seed: int = 0, resamples: int = 10_000) -> dict[str, Any]:
+    """Top-1 difference between two classifiers scored on the *same* test videos, with a 95%
+    percentile-bootstrap interval: the videos are resampled with replacement, the pairing kept.
+
+    ``correct`` and ``baseline`` are 0/1 per test video; pairing removes the spread due to which
+    videos are easy, so the interval is much tighter than two separate accuracies' intervals.
+    Several runs (seeds) scored on the same videos can be stacked as rows ``[runs, videos]``: the
+    videos are resampled, and the difference is the mean over runs.
+    """
+    a, b = np.atleast_2d(np.asarray(correct, float)), np.atleast_2d(np.asarray(baseline, float))
+    if a.shape != b.shape:
+        raise ValueError(f"paired_bootstrap: shapes differ {a.shape} vs {b.shape}")
+    diff = (a - b).mean(axis=0)  # per test video, averaged over runs
+    idx = np.random.default_rng([seed, 17]).integers(0, len(diff), (resamples, len(diff)))
+    boot = diff[idx].mean(axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"delta": round(float(diff.mean()), 4), "ci95": [round(float(lo), 4), round(float(hi), 4)],
+            "test_videos": int(len(diff)), "runs": int(a.shape[0])}
+
+
 def _fit_linear(x: np.ndarray, y: np.ndarray, classes: int, s: Schedule, lr: float, seed: int) -> nn.Linear:
     """SGD on clip features ``x [M, D]`` with the schedule ``s`` at base lr ``lr``."""
     gen = torch.Generator().manual_seed(seed)
@@ -104,12 +124,14 @@ def linear_probe(
             val_scores[str(lr)] = round(top1(_video_probs(fit(fit_v, lr), tr[val_v]), train_labels[val_v]), 4)
         best_lr = max(lrs, key=lambda lr: val_scores[str(lr)])  # first best on ties
     fc = fit(np.arange(len(train_labels)), best_lr)
+    correct = _video_probs(fc, te.astype(np.float32)).argmax(1) == test_labels
     return {
-        "top1": round(top1(_video_probs(fc, te.astype(np.float32)), test_labels), 4),
+        "top1": round(float(correct.mean()), 4),
         "lr": best_lr,
         "val_top1_by_lr": val_scores,
         "train_videos": int(len(train_labels)),
         "test_videos": int(len(test_labels)),
+        "correct": correct.astype(int).tolist(),  # per test video, in index order: for paired comparisons
     }
 
 
@@ -167,6 +189,19 @@ def finetune(
     }
 
 
+def probe_encoder(root: Path, cfg: Config, modality: str, trunk: nn.Module, progress: bool = True) -> dict[str, Any]:
+    """Linear-probe top-1 of one frozen ``trunk``: fc on ``evaluate.train_split``, scored on ``test_split``."""
+    ev = cfg.evaluate
+    device = resolve_device(cfg.device)
+    feats = {}
+    for split in (ev.train_split, ev.test_split):
+        dataset = ClipDataset(root, cfg.data, "eval", split, (modality,))
+        x, _, y = clip_features(trunk, dataset, modality, cfg.embed.batch_size, ev.workers, device, progress)
+        feats[split] = x[y >= 0], y[y >= 0]  # unlabelled videos cannot be scored
+    (tr_x, tr_y), (te_x, te_y) = feats[ev.train_split], feats[ev.test_split]
+    return linear_probe(tr_x, tr_y, te_x, te_y, ev.probe, ev.probe_lrs, ev.val_fraction, cfg.seed)
+
+
 def evaluate_encoders(
     root: Path,
     cfg: Config,
@@ -176,34 +211,33 @@ def evaluate_encoders(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Linear probe (and finetuning when ``evaluate.finetune``) of ``trunks`` and, as the baseline,
-    of the ``random_init`` trunks, trained on ``evaluate.train_split`` and scored on ``test_split``."""
+    of the ``random_init`` trunks, trained on ``evaluate.train_split`` and scored on ``test_split``;
+    ``probe_vs_random`` is their paired difference on the same test videos."""
     ev, d = cfg.evaluate, cfg.data
     device = resolve_device(cfg.device)
-    results: dict[str, Any] = {"probe": {}, "baseline_random": {}}
+    results: dict[str, Any] = {"probe": {}, "baseline_random": {}, "probe_vs_random": {}}
     if ev.finetune:
         results["finetune"], results["baseline_random_finetune"] = {}, {}
     for m in trunks:
-        train_eval = ClipDataset(root, d, "eval", ev.train_split, (m,))
-        test_eval = ClipDataset(root, d, "eval", ev.test_split, (m,))
         for key, trunk in (("probe", trunks[m]), ("baseline_random", random_init[m])):
-            tr_x, _, tr_y = clip_features(trunk, train_eval, m, cfg.embed.batch_size, ev.workers, device, progress)
-            te_x, _, te_y = clip_features(trunk, test_eval, m, cfg.embed.batch_size, ev.workers, device, progress)
-            keep_tr, keep_te = tr_y >= 0, te_y >= 0  # unlabelled videos cannot be scored
-            results[key][m] = linear_probe(
-                tr_x[keep_tr], tr_y[keep_tr], te_x[keep_te], te_y[keep_te], ev.probe, ev.probe_lrs, ev.val_fraction,
-                cfg.seed,
-            )
+            results[key][m] = probe_encoder(root, cfg, m, trunk, progress)
         if ev.finetune:
             train_set = ClipDataset(root, d, "train", ev.train_split, (m,))
+            train_eval = ClipDataset(root, d, "eval", ev.train_split, (m,))
+            test_eval = ClipDataset(root, d, "eval", ev.test_split, (m,))
             labels = np.asarray(train_set.labels)
             for key, trunk in (("finetune", trunks[m]), ("baseline_random_finetune", random_init[m])):
                 results[key][m] = finetune(
                     trunk, m, train_set, train_eval, test_eval, labels, np.asarray(test_eval.labels),
                     ev.finetune_schedule, ev.finetune_lrs, ev.val_fraction, cfg.seed, device, ev.workers, progress,
                 )
+        results["probe_vs_random"][m] = paired = paired_bootstrap(
+            results["probe"][m]["correct"], results["baseline_random"][m]["correct"], cfg.seed
+        )
         log(
             f"evaluate {m}: linear probe top-1 {results['probe'][m]['top1']:.3f} "
-            f"(random init {results['baseline_random'][m]['top1']:.3f})"
+            f"(random init {results['baseline_random'][m]['top1']:.3f}; difference {paired['delta']:+.3f}, "
+            f"95% CI [{paired['ci95'][0]:+.3f}, {paired['ci95'][1]:+.3f}] over {paired['test_videos']} test videos)"
             + (f", finetune {results['finetune'][m]['top1']:.3f}" if ev.finetune else "")
         )
     return results

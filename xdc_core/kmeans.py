@@ -86,6 +86,18 @@ def nmi(a: np.ndarray, b: np.ndarray) -> float:
     return min(1.0, mi / ((ha + hb) / 2))
 
 
+def cross_modal_nmi(video: np.ndarray, audio: np.ndarray, seed: int, shuffles: int = 10) -> dict[str, float]:
+    """NMI between the video and the audio clusters of the same videos, and its chance level: the
+    mean NMI after shuffling which audio assignment goes with which video (same cluster sizes).
+
+    XDC bootstraps on what the two modalities share: ``nmi`` well above ``nmi_chance`` means each
+    modality's clusters predict the other's, so the cross-modal targets carry signal.
+    """
+    rng = np.random.default_rng([seed, 13])
+    chance = [nmi(video, rng.permutation(audio)) for _ in range(shuffles)]
+    return {"nmi": round(nmi(video, audio), 4), "nmi_chance": round(float(np.mean(chance)), 4)}
+
+
 def purity(assignments: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of points whose label is the majority label of their cluster."""
     _, ic = np.unique(np.asarray(assignments).ravel(), return_inverse=True)

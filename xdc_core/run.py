@@ -34,6 +34,7 @@ from .config import Config
 from .device import resolve_device
 from .models import MODALITIES
 from .steps import (
+    CROSS_MODAL,
     RunError,
     check_decoded,
     decode_step,
@@ -53,6 +54,8 @@ Log = Callable[[str], None]
 
 
 def _fmt_cluster(name: str, c: dict[str, Any]) -> str:
+    if name == CROSS_MODAL:
+        return f"video-audio nmi {c['nmi']:.3f} (chance {c['nmi_chance']:.3f})"
     prev = f" nmi-prev {c['nmi_previous']:.2f}" if c.get("nmi_previous") is not None else ""
     lab = f" purity {c['purity']:.2f}" if c.get("purity") is not None else ""
     return f"{name} clusters {c['sizes_min']}/{c['sizes_median']:g}/{c['sizes_max']}{prev}{lab}"

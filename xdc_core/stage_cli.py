@@ -108,7 +108,7 @@ def _check_k(features: Path, cfg: Config) -> None:
 
 
 def cmd_kmeans(args: argparse.Namespace) -> int:
-    from .steps import kmeans_step, named_inputs, write_json
+    from .steps import CROSS_MODAL, kmeans_step, named_inputs, write_json
 
     cfg = _config(args)
     # The previous iteration's clusters only feed a statistic (NMI); iteration 1 has none.
@@ -121,6 +121,10 @@ def cmd_kmeans(args: argparse.Namespace) -> int:
     write_json(args.stats, {"step": "kmeans", "iteration": args.iteration, "method": cfg.cluster.method,
                             "k": cfg.cluster.k, "clusters": stats})
     for name, c in stats.items():
+        if name == CROSS_MODAL:
+            print(f"kmeans iteration {args.iteration}: video-audio cluster nmi {c['nmi']:.3f} "
+                  f"(chance {c['nmi_chance']:.3f})")
+            continue
         nmi = f", nmi-prev {c['nmi_previous']:.2f}" if c.get("nmi_previous") is not None else ""
         purity = f", purity {c['purity']:.2f}" if c.get("purity") is not None else ""
         print(f"kmeans iteration {args.iteration}: {name} clusters k={c['k']} sizes "

@@ -26,7 +26,7 @@ from .dataset import ClipDataset, read_index
 from .decode import DatasetMismatch, decode_dataset
 from .device import resolve_device
 from .embed import embed
-from .kmeans import kmeans
+from .kmeans import Clustering, cross_modal_nmi, kmeans
 from .manifest import read_manifest
 from .methods import feature_sets, targets
 from .models import MODALITIES, Modality, build_trunk
@@ -215,6 +215,8 @@ def _load_npz(path: Path, what: str, keys: tuple[str, ...]) -> dict[str, np.ndar
 
 # -- k-means ---------------------------------------------------------------------------------------
 
+CROSS_MODAL = "cross_modal"  # the statistics key of the video-vs-audio cluster agreement
+
 
 def kmeans_step(
     features: dict[str, Path], cfg: Config, iteration: int, out: Path, previous: Path | None = None
@@ -228,19 +230,28 @@ def kmeans_step(
         )
     labels = loaded["video"]["labels"]
     prev = _load_npz(previous, "previous clusters", ()) if previous is not None else {}
-    clusterings = {}
-    for name, x in feature_sets(cfg.cluster.method, loaded["video"]["features"], loaded["audio"]["features"]).items():
-        clusterings[name] = kmeans(
-            x, cfg.cluster.k, seed=cfg.seed * 1000 + iteration, pca_dim=cfg.cluster.pca_dim, niter=cfg.cluster.niter,
+    seed = cfg.seed * 1000 + iteration
+
+    def cluster(name: str, x: np.ndarray) -> Clustering:
+        return kmeans(
+            x, cfg.cluster.k, seed=seed, pca_dim=cfg.cluster.pca_dim, niter=cfg.cluster.niter,
             use_gpu=resolve_device(cfg.device).type == "cuda", previous=prev.get(name),
             labels=labels if (labels >= 0).any() else None,
         )
+
+    sets = feature_sets(cfg.cluster.method, loaded["video"]["features"], loaded["audio"]["features"])
+    clusterings = {name: cluster(name, x) for name, x in sets.items()}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npz")
     np.savez(tmp, **{name: c.assignments for name, c in clusterings.items()})
     tmp.replace(out)
-    return {name: c.stats.to_dict() for name, c in clusterings.items()}
+    stats: dict[str, Any] = {name: c.stats.to_dict() for name, c in clusterings.items()}
+    # Whether the modalities' clusters agree, for every method (CDC clusters each one for this
+    # statistic only): the signal XDC's cross-modal targets live on.
+    per_modality = {m: clusterings[m] if m in clusterings else cluster(m, loaded[m]["features"]) for m in MODALITIES}
+    stats[CROSS_MODAL] = cross_modal_nmi(per_modality["video"].assignments, per_modality["audio"].assignments, seed)
+    return stats
 
 
 # -- train -------------------------------------------------------------------------------------------

@@ -63,10 +63,40 @@ class UniformLabelSampler(Sampler[int]):
 
 
 def lr_at(s: Schedule, epoch: int, step: int, steps_per_epoch: int) -> float:
-    """Learning rate at ``step`` of ``epoch`` (0-based): linear warmup, then ×gamma every step_epochs."""
+    """Learning rate at ``step`` of ``epoch`` (0-based): linear warmup, then step or cosine decay."""
     if epoch < s.warmup_epochs:
         return s.lr * (epoch * steps_per_epoch + step + 1) / (s.warmup_epochs * steps_per_epoch)
+    if s.decay == "cosine":
+        done = (epoch - s.warmup_epochs) * steps_per_epoch + step
+        total = max(1, (s.total_epochs - s.warmup_epochs) * steps_per_epoch - 1)
+        return s.lr * (s.gamma + (1 - s.gamma) * 0.5 * (1 + math.cos(math.pi * min(1.0, done / total))))
     return s.lr * s.gamma ** ((epoch - s.warmup_epochs) // s.step_epochs)
+
+
+# The held-out pseudo-label loss is a mean over the held-out videos; a per-video cross-entropy
+# spreads over about one nat, so below this many videos its standard error (> 0.1 nat) is as large
+# as the epoch-to-epoch changes early stopping acts on, and "the best epoch" would be noise.
+EARLY_STOP_MIN_HELD_OUT = 100
+
+
+def early_stopping(cfg: TrainConfig, held_out: int) -> tuple[bool, str]:
+    """Whether training stops early on the held-out loss, and why (for the log)."""
+    if cfg.early_stop == "auto":
+        on = held_out >= EARLY_STOP_MIN_HELD_OUT
+        why = (
+            f"early stop on: {held_out} held-out videos"
+            if on
+            else f"early stop off: {held_out} held-out videos < {EARLY_STOP_MIN_HELD_OUT}, too few for a "
+            "trustworthy held-out loss"
+        )
+        return on, why
+    on = bool(cfg.early_stop) and held_out > 0
+    return on, f"early stop {'on' if on else 'off'} (train.early_stop={cfg.early_stop})"
+
+
+def chance_loss(classes: Sequence[int]) -> float:
+    """The pseudo-label loss of a head that knows nothing (uniform over k classes: ln k), averaged over heads."""
+    return float(np.mean([math.log(k) for k in classes]))
 
 
 class Heads(nn.Module):
@@ -106,6 +136,7 @@ class TrainResult:
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     resumed_from: int = 0
+    early_stop: str = ""  # whether early stopping was on, and why
 
 
 def rising_streak(losses: Sequence[float]) -> int:
@@ -190,6 +221,7 @@ def train_encoder(
     y = np.stack([np.asarray(t, dtype=np.int64) for t in targets])  # [heads, N]
     train_pos, val_pos = split_holdout(y.shape[1], cfg.val_fraction, seed)
     classes = list(classes) if classes is not None else [int(t.max()) + 1 for t in y]
+    stop_early, stop_why = early_stopping(cfg, len(val_pos))
     with torch.random.fork_rng(devices=[]):  # the heads' init depends on the seed alone, not on the process
         torch.manual_seed(seed)
         heads = Heads(int(trunk.out_dim), classes)
@@ -197,8 +229,13 @@ def train_encoder(
     heads.to(device)
     params = [p for m in (trunk, heads) for p in m.parameters()]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    result = TrainResult()
+    result = TrainResult(early_stop=stop_why)
+    # With early stopping, an epoch is kept only if its held-out loss beats chance (ln k): targets
+    # that the trunk can only memorise (no better than chance on held-out videos) teach it nothing,
+    # and it keeps the weights it started from (epoch 0), as the paper's early stop would.
     best: dict[str, Any] = {"val": math.inf, "epoch": 0, "trunk": None}
+    if stop_early:
+        best = {"val": chance_loss(classes), "epoch": 0, "trunk": copy.deepcopy(trunk.state_dict())}
     start_epoch = 0
     fingerprint = _fingerprint(y, cfg, modality, seed)
     ckpt = ckpt_dir / "last.pt" if ckpt_dir else None
@@ -246,15 +283,18 @@ def train_encoder(
             val = _val_loss(trunk, heads, modality, val_loader, device)
             result.val_loss.append(round(val, 5))
             rises = rising_streak(result.val_loss)
-            if val < best["val"]:
+            if stop_early and val < best["val"]:
                 best = {"val": val, "epoch": epoch + 1, "trunk": copy.deepcopy(trunk.state_dict())}
-            if cfg.early_stop and rises >= cfg.patience:
-                result.stop_reason = (
-                    f"early stop: held-out loss rose {rises} epochs in a row (kept epoch {best['epoch']})"
-                )
+            if stop_early and rises >= cfg.patience:
+                result.stop_reason = f"early stop: held-out loss rose {rises} epochs in a row"
         if not result.stop_reason and epoch + 1 == cfg.total_epochs:
             result.stop_reason = f"completed {cfg.total_epochs} epochs"
-        if result.stop_reason and best["trunk"] is not None and cfg.early_stop:
+        if result.stop_reason and stop_early:
+            result.stop_reason += (
+                f"; kept epoch {best['epoch']}" if best["epoch"] else
+                f"; kept the starting weights: no epoch's held-out loss beat chance (ln k = {chance_loss(classes):.2f})"
+            )
+        if result.stop_reason and best["trunk"] is not None and stop_early:
             _restore_best(trunk, best)
         result.best_epoch = best["epoch"] if best["trunk"] is not None else result.epochs
         if ckpt is not None:
