@@ -16,6 +16,16 @@ from xdc_core.sample_data import write_video
 REAL_CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-clips"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def clip_cache_dir(tmp_path_factory) -> Path:
+    """Pre-decoded clips (data.clip_cache) go to a temporary folder, not the user's ~/.cache."""
+    import os
+
+    path = tmp_path_factory.mktemp("xdc_cache")
+    os.environ["XDC_CACHE_DIR"] = str(path)  # also for the subprocesses the tests start
+    return path
+
+
 @pytest.fixture
 def real_clips() -> Path:
     if not (REAL_CLIPS / "nasa_13013.mp4").is_file():

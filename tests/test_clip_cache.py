@@ -46,3 +46,16 @@ def test_training_clips_come_from_the_cache_with_random_crops(tiny_decoded, tmp_
     stamp = (cache_folder(root, data) / "video_train3.npy").stat().st_mtime_ns
     ClipDataset(root, data, "train", "train")
     assert (cache_folder(root, data) / "video_train3.npy").stat().st_mtime_ns == stamp
+
+
+def test_the_cache_lives_outside_the_decoded_dataset_and_follows_its_files(tiny_decoded, tmp_path, clip_cache_dir):
+    root = tmp_path / "decoded"
+    shutil.copytree(tiny_decoded, root)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    ClipDataset(root, _data(2), "eval", "test", ("audio",))
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # a DVC output stays unchanged
+    folder = cache_folder(root, _data(2))
+    assert folder.is_relative_to(clip_cache_dir) and (folder / "audio_eval2.npy").is_file()
+    victim = next((root / "audio").iterdir())
+    victim.write_bytes(victim.read_bytes())  # re-written (e.g. decoded again): a new cache key
+    assert cache_folder(root, _data(2)) != folder

@@ -42,3 +42,24 @@ def test_bad_spec_is_rejected():
         SampleSpec(classes=20)
     with pytest.raises(ValueError, match="--videos"):
         SampleSpec(videos=2, classes=4)
+
+
+def test_calibration_random_init_clusters_carry_a_little_of_the_class(tmp_path):
+    """The property XDC needs from the data before any method is compared (the learning benchmark
+    checks it at full size): random-init features of each modality cluster a little by class,
+    more than chance. 400 videos, the CPU preset's sizes."""
+    import numpy as np
+
+    from xdc_core.config import load_config
+    from xdc_core.decode import decode_dataset
+    from xdc_core.kmeans import kmeans, nmi_with_chance
+    from xdc_core.steps import embed_step
+
+    cfg = load_config("xdc_core/presets/cpu-demo.yaml", {"data.clip_cache": 0, "embed.workers": 0})
+    manifest = make_sample_dataset(tmp_path / "sample", SampleSpec(videos=400))
+    decode_dataset(manifest, tmp_path / "decoded", cfg, progress=False)
+    for m in ("video", "audio"):
+        f = np.load(embed_step(tmp_path / "decoded", m, cfg, None, tmp_path / f"{m}.npz", progress=False))
+        assign = kmeans(f["features"], cfg.cluster.k, seed=0, use_gpu=False).assignments
+        score = nmi_with_chance(assign, f["labels"], seed=0)
+        assert score["nmi"] > 1.5 * score["nmi_chance"], (m, score)

@@ -14,8 +14,8 @@ first dataset that needs them decodes, for every video of the decoded dataset:
 The random starts depend only on the video's index and the clip number, never on the run's seed:
 the cache is data, shared by every run, method and seed over the same decoded dataset. Files are
 ``.npy`` arrays (memory-mapped when read, so DataLoader workers share them) in
-``DIR/clip_cache/<key>/`` where the key hashes the settings and the index; when the decoded
-dataset is read-only (a pipeline's input artifact) they go to the system temp folder instead.
+``$XDC_CACHE_DIR/clip_cache/<key>/`` (:func:`cache_folder`), where the key hashes the settings and
+the decoded dataset; delete the folder to reclaim the space.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,19 +39,25 @@ CACHE_SEED = 20201  # fixed: the cached starts are part of the data, not of a ru
 
 
 def cache_key(root: Path, data: DataConfig) -> str:
-    """Hash of the decoded dataset's index and of every setting that changes a cached clip."""
-    h = hashlib.sha1((Path(root) / "index.csv").read_bytes())
+    """Hash of the decoded dataset (its index, and each file's size and modification time) and of
+    every setting that changes a cached clip: a re-decoded or edited dataset gets a new cache."""
+    root = Path(root)
+    h = hashlib.sha1((root / "index.csv").read_bytes())
+    for folder in ("video", "audio"):
+        for f in sorted((root / folder).iterdir()) if (root / folder).is_dir() else []:
+            st = f.stat()
+            h.update(f"{folder}/{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     fields = ("clip_frames", "fps", "short_side", "crop_size", "audio_rate", "audio_seconds", "n_mels", "mel_frames")
     h.update(json.dumps({f: getattr(data, f) for f in fields}, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
 def cache_folder(root: Path, data: DataConfig) -> Path:
-    """Where the cache of ``root`` lives: inside it when writable, else in the system temp folder."""
-    key = cache_key(root, data)
-    if os.access(root, os.W_OK):
-        return Path(root) / "clip_cache" / key
-    return Path(tempfile.gettempdir()) / "xdc-clip-cache" / key
+    """Where the cache of the decoded dataset ``root`` lives: ``$XDC_CACHE_DIR`` (default
+    ``$XDG_CACHE_HOME/xdc``, i.e. ``~/.cache/xdc``) ``/clip_cache/<key>``. Never inside the decoded
+    dataset: that is a DVC output or a pipeline's input artifact, which a later step must not change."""
+    base = os.environ.get("XDC_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "xdc"
+    return Path(base) / "clip_cache" / cache_key(root, data)
 
 
 class _Decoder(Dataset[dict[str, np.ndarray]]):
@@ -104,4 +109,4 @@ def random_crop(square: np.ndarray, size: int, rng: np.random.Generator) -> torc
     """A random ``size`` x ``size`` crop of a cached clip ``[3, L, S, S]`` (the uncached path's crop)."""
     s = square.shape[-1]
     y0, x0 = (int(v) for v in rng.integers(0, s - size + 1, 2))
-    return torch.from_numpy(np.ascontiguousarray(square[..., y0 : y0 + size, x0 : x0 + size]))
+    return torch.from_numpy(np.array(square[..., y0 : y0 + size, x0 : x0 + size]))  # a copy: the cache is read-only

@@ -12,11 +12,17 @@ T = TypeVar("T", nn.Module, torch.Tensor)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` → CUDA when available, else CPU; asking for ``cuda`` without one is an error."""
+    """``auto`` → CUDA when available, else CPU; asking for ``cuda`` without one is an error.
+
+    On the CPU, denormal floats are flushed to zero: once a head fits its targets, gradients of
+    ~1e-40 appear, and x86 handles them in microcode, 5-10x slower (a supervised CPU run's later
+    epochs took 369 s instead of ~70 s); values that small change nothing else."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was asked for, but torch sees no CUDA GPU; use device: auto or cpu")
+    if name == "cpu":
+        torch.set_flush_denormal(True)
     return torch.device(name)
 
 

@@ -1,0 +1,103 @@
+"""Finetuning with few labels, from pretrained vs from scratch (the paper's Table 1 protocol).
+
+Reads the encoders the learning benchmark saved (``bench/work/learning/runs/<method>_seed<s>/``)
+and, per seed and modality, fully finetunes (trunk and a fresh fc) the pretrained encoder and the
+same seed's random-init encoder on the same few labelled videos (``--per-class`` of each class of
+the train split), with the same schedule and lr, then scores both on the whole test split. Reports
+top-1 and the paired difference (pretrained minus scratch) with a 95% bootstrap interval over the
+test videos, per seed and pooled over seeds.
+
+Usage: python bench/finetune_bench.py --out bench/results/finetune.json [--methods xdc supervised]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Subset
+
+from xdc_core.config import Schedule, load_config
+from xdc_core.dataset import ClipDataset
+from xdc_core.evaluate import finetune, paired_bootstrap
+from xdc_core.models import MODALITIES
+from xdc_core.steps import init_encoder, load_encoder
+
+# A short schedule: few labels, a few hundred steps, the same for pretrained and scratch.
+SCHEDULE = Schedule(epoch_size=640, batch_size=32, lr=0.01, warmup_epochs=1, total_epochs=5, decay="cosine",
+                    weight_decay=0.005)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--learning", type=Path, default=Path("bench/results/learning.json"),
+                    help="the learning benchmark's results (settings, seeds, decoded dataset)")
+    ap.add_argument("--work", type=Path, default=Path("bench/work/learning"))
+    ap.add_argument("--methods", nargs="+", default=["xdc"])
+    ap.add_argument("--per-class", type=int, default=10, help="labelled training videos per class")
+    ap.add_argument("--out", type=Path, default=Path("bench/results/finetune.json"))
+    args = ap.parse_args()
+    started = time.perf_counter()
+    learning = json.loads(args.learning.read_text())
+    ran = learning["ran"]
+    cfg = load_config(ran["config"], ran["overrides"])
+    decoded = next(p for p in sorted(args.work.glob(f"sample-{ran['videos']}v-{ran['classes']}c-seed*-decoded-*")))
+    device = torch.device("cpu")
+    results: dict[str, dict[str, list[dict]]] = {}
+    for method in ["scratch", *args.methods]:
+        results[method] = {m: [] for m in MODALITIES}
+    for m in MODALITIES:
+        train = ClipDataset(decoded, cfg.data, "train", cfg.evaluate.train_split, (m,))
+        train_eval = ClipDataset(decoded, cfg.data, "eval", cfg.evaluate.train_split, (m,))
+        test = ClipDataset(decoded, cfg.data, "eval", cfg.evaluate.test_split, (m,))
+        labels = np.asarray(train.labels)
+        for seed in ran["seeds"]:
+            rng = np.random.default_rng([seed, 23])
+            few = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), args.per_class, replace=False)
+                                          for c in np.unique(labels)]))
+            c = cfg.model_copy(update={"seed": seed})
+            trunks = {"scratch": init_encoder(m, c)} | {
+                method: load_encoder(m, c, args.work / "runs" / f"{method}_seed{seed}" / f"{m}_encoder.pt")
+                for method in args.methods}
+            for method, trunk in trunks.items():
+                r = finetune(trunk, m, Subset(train, few.tolist()), Subset(train_eval, few.tolist()), test,
+                             labels[few], np.asarray(test.labels), SCHEDULE, [SCHEDULE.lr], 0.2, seed, device,
+                             cfg.evaluate.workers, progress=False)
+                results[method][m].append({"seed": seed, "top1": r["top1"], "correct": r["correct"]})
+                print(f"[{method} {m} seed {seed}] finetune top-1 {r['top1']:.3f}", flush=True)
+    table: dict[str, dict] = {}
+    for method, per_m in results.items():
+        table[method] = {}
+        for m, entries in per_m.items():
+            tops = [e["top1"] for e in entries]
+            row = {"mean": round(statistics.mean(tops), 4), "std": round(statistics.stdev(tops), 4) if len(tops) > 1 else 0.0}
+            if method != "scratch":
+                row["delta_vs_scratch"] = paired_bootstrap([e["correct"] for e in entries],
+                                                           [e["correct"] for e in results["scratch"][m]])
+            table[method][m] = row
+    out = {"learning": str(args.learning), "labelled_videos": int(len(few)), "per_class": args.per_class,
+           "schedule": SCHEDULE.model_dump(), "seeds": ran["seeds"], "table": table, "runs": results,
+           "seconds": round(time.perf_counter() - started, 1)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print("| init | video top-1 | video Δ vs scratch [95% CI] | audio top-1 | audio Δ vs scratch [95% CI] |")
+    print("|---|---|---|---|---|")
+    for method, row in table.items():
+        cells = []
+        for m in MODALITIES:
+            r = row[m]
+            d = r.get("delta_vs_scratch")
+            cells += [f"{r['mean']:.3f} ± {r['std']:.3f}",
+                      f"{d['delta']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" if d else "—"]
+        print(f"| {method} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
