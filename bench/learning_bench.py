@@ -212,7 +212,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("bench/work/learning"))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
-    started = time.perf_counter()
+    started, commit = time.perf_counter(), git_commit()  # the code that runs, not what is committed later
 
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     cfg = load_config(args.config, overrides)
@@ -268,7 +268,7 @@ def main() -> int:
         "ran": {"config": str(args.config), "overrides": overrides, "seeds": args.seeds, "methods": args.methods,
                 "videos": args.videos, "classes": args.classes, "data_seed": args.data_seed,
                 "pretrain_videos": int(len(pretrain_labels)), "test_videos": test_videos,
-                "git_commit": git_commit(), "machine": machine(),
+                "git_commit": commit, "machine": machine(),
                 "command": " ".join(["python", *sys.argv])},
         "timings": timings | {"total_s": round(time.perf_counter() - started, 1)},
         "calibration": {"per_seed": calib, "checks": checks},
