@@ -28,5 +28,10 @@ def evaluate(
                                 {"video": Path(video_encoder.path), "audio": Path(audio_encoder.path)}, progress=False)
     for kind, per_modality in results.items():
         for modality, r in per_modality.items():
-            metrics.log_metric(f"{modality}_{kind}_top1", float(r["top1"]))
+            if "top1" in r:
+                metrics.log_metric(f"{modality}_{kind}_top1", float(r["top1"]))
+            else:  # probe_vs_random: the paired difference and its 95% interval
+                metrics.log_metric(f"{modality}_{kind}_delta", float(r["delta"]))
+                metrics.log_metric(f"{modality}_{kind}_ci95_low", float(r["ci95"][0]))
+                metrics.log_metric(f"{modality}_{kind}_ci95_high", float(r["ci95"][1]))
     Path(report.path).write_text(json.dumps(results, indent=2) + "\n")

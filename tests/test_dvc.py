@@ -203,13 +203,16 @@ def test_repro_runs_the_whole_loop_then_metrics_and_plots(pipeline):
 
     plots = json.loads(pipeline.run("dvc", "plots", "show", "--json").stdout)
     assert not plots.get("errors"), plots.get("errors")
-    assert set(plots["data"]) == {"cluster quality", "cluster sizes", "pretraining loss", "linear probe top-1"}
+    assert set(plots["data"]) == {"cluster quality", "video-audio cluster agreement", "cluster sizes",
+                                  "pretraining loss", "linear probe top-1"}
 
     def rows(plot_id: str) -> list[dict[str, Any]]:
         return plots["data"][plot_id][0]["content"]["data"]["values"]
 
     assert {(r["filename::field"], r["iteration"]) for r in rows("cluster quality")} >= {
         ("clusters_video.json::purity", 1), ("clusters_audio.json::nmi_previous", 2)}
+    agreement = rows("video-audio cluster agreement")
+    assert {r["iteration"] for r in agreement} == set(range(1, TINY_SETTINGS["cluster"]["iterations"] + 1))
     loss = [r for r in rows("pretraining loss") if r["filename::field"] == "loss_video.json::train_loss"]
     epochs = TINY_SETTINGS["train"]["total_epochs"] * TINY_SETTINGS["cluster"]["iterations"]
     assert [r["epoch"] for r in loss] == list(range(1, epochs + 1))

@@ -175,6 +175,9 @@ def test_run_local_matches_xdc_run(tiny_sample, tiny_config_file, tmp_path):
         for m in ("video", "audio"):
             assert metrics[f"{m}_{kind}_top1"] == pytest.approx(expected[kind][m]["top1"])
             assert report[kind][m]["top1"] == pytest.approx(expected[kind][m]["top1"])
+    for m in ("video", "audio"):  # the paired difference from random init, with its interval
+        assert metrics[f"{m}_probe_vs_random_delta"] == pytest.approx(expected["probe_vs_random"][m]["delta"])
+        assert report["probe_vs_random"][m]["ci95"] == expected["probe_vs_random"][m]["ci95"]
 
 
 def _local(tmp_path: Path) -> None:

@@ -202,7 +202,7 @@ def write_plots(out: Path, metrics: dict[str, Any], clusters: dict[int, dict[str
     * ``probe.json``: linear-probe top-1 of the pretrained and the random-init encoders
       (and finetuning when enabled).
     """
-    from .steps import write_json
+    from .steps import CROSS_MODAL, write_json
 
     written = []
     names = sorted({name for per_it in clusters.values() for name in per_it})
@@ -211,6 +211,9 @@ def write_plots(out: Path, metrics: dict[str, Any], clusters: dict[int, dict[str
         for it in sorted(clusters):
             c = clusters[it].get(name)
             if c is None:
+                continue
+            if name == CROSS_MODAL:
+                rows.append({"iteration": it, "nmi": c.get("nmi"), "nmi_chance": c.get("nmi_chance")})
                 continue
             rows.append({"iteration": it, "k": c.get("k"), "sizes_min": c.get("sizes_min"),
                          "sizes_median": c.get("sizes_median"), "sizes_max": c.get("sizes_max"),
