@@ -110,10 +110,12 @@ def test_pipeline_parameters_default_to_the_settings(tmp_path):
     spec, _ = _compile(tmp_path)
     params = spec["root"]["inputDefinitions"]["parameters"]
     defaults = {name: p.get("defaultValue") for name, p in params.items()}
-    assert defaults["method"] == "xdc" and defaults["k"] == 16 and defaults["epochs"] == 4
-    assert defaults["lr"] == 0.05 and defaults["batch_size"] == 16 and defaults["seed"] == 0
+    cfg = load_config(REPO / "xdc_core" / "presets" / "cpu-demo.yaml")  # what _compile compiled with
+    assert defaults["method"] == cfg.cluster.method and defaults["k"] == cfg.cluster.k
+    assert defaults["epochs"] == cfg.train.total_epochs and defaults["batch_size"] == cfg.train.batch_size
+    assert defaults["lr"] == cfg.train.lr and defaults["seed"] == cfg.seed
     assert defaults["data_uri"] == "" and defaults["run_evaluation"] is True
-    assert json.loads(defaults["settings"])["model"]["video_width"] == 8
+    assert json.loads(defaults["settings"])["model"]["video_width"] == cfg.model.video_width
 
 
 def test_compile_command_writes_loadable_yaml_for_both_pipelines(tmp_path):

@@ -3,6 +3,7 @@
 import csv
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -55,7 +56,8 @@ def test_calibration_random_init_clusters_carry_a_little_of_the_class(tmp_path):
     from xdc_core.kmeans import kmeans, nmi_with_chance
     from xdc_core.steps import embed_step
 
-    cfg = load_config("xdc_core/presets/cpu-demo.yaml", {"data.clip_cache": 0, "embed.workers": 0})
+    preset = Path(__file__).parents[1] / "xdc_core" / "presets" / "cpu-demo.yaml"
+    cfg = load_config(preset, {"data.clip_cache": 0, "embed.workers": 0})
     manifest = make_sample_dataset(tmp_path / "sample", SampleSpec(videos=400))
     decode_dataset(manifest, tmp_path / "decoded", cfg, progress=False)
     for m in ("video", "audio"):
