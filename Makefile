@@ -26,7 +26,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -q  # not `python -m pytest`: that puts the repo root on sys.path, where docker/ would shadow the docker SDK kfp.local imports
 
-# The learning benchmark of the README (6 rows x 3 seeds on the sample data, about 75 min on 2 cores):
+# The learning benchmark of the README (6 rows x 3 seeds on the sample data, about 80 min on 2 cores):
 # bench/results/learning.{json,md,png}. The decoding benchmark: `make bench-decode`.
 bench: $(STAMP)
 	$(BIN)/python bench/learning_bench.py --out bench/results/learning.json

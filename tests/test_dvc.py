@@ -121,6 +121,8 @@ def tiny_pipeline(text: str, iterations: int, videos: int) -> dict[str, Any]:
             v["iterations"] = dict(list(its.items())[:iterations])
         if "sample_videos" in v:
             v["sample_videos"] = videos
+        if "sample_classes" in v:
+            v["sample_classes"] = 2  # every class keeps test videos (one in four)
     ev = pipeline["stages"]["evaluate"]
     ev["cmd"] = ev["cmd"].replace(f"iter_{last}/", f"iter_{new_last}/")
     ev["deps"] = [d.replace(f"iter_{last}/", f"iter_{new_last}/") for d in ev["deps"]]
