@@ -19,12 +19,12 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # The main job on the embedded default: sample data, XDC pretraining, linear-probe evaluation.
-# Without a GPU it uses xdc_core/presets/cpu-demo.yaml. Rerunning resumes from what is already in runs/demo.
+# Without a GPU it uses xdc_core/presets/cpu-demo.yaml (xdc_cli/settings.py: the default rule). Rerunning resumes from what is already in runs/demo.
 demo: $(STAMP)
 	$(BIN)/xdc run --out runs/demo
 
 test: $(STAMP)
-	$(BIN)/pytest -q  # not `python -m pytest`: that puts the repo root on sys.path, where docker/ would shadow the docker SDK kfp.local imports
+	$(BIN)/pytest -q  # everything; the fast loop: $(BIN)/pytest -m "not integration"
 
 # The learning benchmark of the README (6 rows x 3 seeds on the sample data, about 80 min on 2 cores):
 # bench/results/learning.{json,md,png}. The decoding benchmark: `make bench-decode`.

@@ -22,7 +22,7 @@ import torch
 
 from xdc_core.config import load_config
 from xdc_core.dataset import ClipDataset
-from xdc_core.models import MODALITIES
+from xdc_core.config import MODALITIES
 from xdc_core.steps import init_encoder
 from xdc_core.train import train_encoder
 

@@ -157,7 +157,7 @@ def main() -> int:
     for name, sets in {"paper (short side 256)": [], "cpu-demo preset (short side 40)": ["--config", "xdc_core/presets/cpu-demo.yaml"]}.items():
         out = args.work / f"decoded_{len(throughput)}"
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "xdc_core.cli", "decode", "--manifest", str(sample), "--out", str(out),
+        subprocess.run([sys.executable, "-m", "xdc_cli.main", "decode", "--manifest", str(sample), "--out", str(out),
                         "--workers", "2", "--quiet", *sets], check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - t0
         s = json.loads((out / "summary.json").read_text())

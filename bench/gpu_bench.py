@@ -113,7 +113,7 @@ def main() -> int:
     if not args.skip_run:
         work = Path("/tmp/xdc-gpu-run")
         xdc = str(Path(sys.executable).parent / "xdc") if (Path(sys.executable).parent / "xdc").exists() else None
-        cmd = [xdc] if xdc else [sys.executable, "-m", "xdc_core.cli"]
+        cmd = [xdc] if xdc else [sys.executable, "-m", "xdc_cli.main"]
         subprocess.run([*cmd, "sample-data", "--out", str(work / "sample"), "--videos", "96"], check=True)
         t0 = time.perf_counter()
         done = subprocess.run(

@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from xdc_core.cli import preset_path
+from xdc_cli.settings import preset_path
+from xdc_core.config import load_config
 from xdc_core.sample_data import SampleSpec, make_sample_dataset
 
 
@@ -45,6 +46,7 @@ def main() -> int:
         make_sample_dataset(manifest.parent, SampleSpec(videos=args.videos))
     xdc = str(Path(sys.executable).parent / "xdc")
     config = str(preset_path(args.preset))
+    iterations = load_config(config).cluster.iterations
     for sub in ("run", "kfp"):
         shutil.rmtree(args.work / sub, ignore_errors=True)
 
@@ -62,8 +64,8 @@ def main() -> int:
     result = {
         "preset": args.preset,
         "videos": args.videos,
-        "iterations": ours["config"]["cluster"]["iterations"],
-        "tasks": 2 + 5 * ours["config"]["cluster"]["iterations"],
+        "iterations": iterations,
+        "tasks": 3 + 5 * iterations,  # settings, decode, evaluate, and 5 per iteration
         "xdc_run_s": round(run_s, 1),
         "run_local_s": round(kfp_s, 1),
         "ratio": round(kfp_s / run_s, 3),

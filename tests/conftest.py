@@ -16,6 +16,13 @@ from xdc_core.sample_data import write_video
 REAL_CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-clips"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the real S3 server is an integration test, wherever it is."""
+    for item in items:
+        if {"bucket", "s3_env", "s3_server"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def clip_cache_dir(tmp_path_factory) -> Path:
     """Pre-decoded clips (data.clip_cache) go to a temporary folder, not the user's ~/.cache."""

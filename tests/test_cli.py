@@ -15,15 +15,47 @@ def xdc(*args: str) -> subprocess.CompletedProcess:
 def test_help_lists_every_command():
     out = xdc("--help")
     assert out.returncode == 0
-    for command in ("sample-data", "decode", "probe", "config"):
-        assert command in out.stdout
+    for command in ("run", "sample-data", "decode", "step", "dvc-yaml", "pipeline", "probe", "config"):
+        assert f"    {command}" in out.stdout, command
+
+
+def test_library_and_help_import_no_kubeflow_nor_dvc():
+    """xdc_core never imports kfp or dvc; the CLI imports kfp only for `xdc pipeline` commands."""
+    code = ("import sys, contextlib, io\n"
+            "import xdc_core, xdc_core.run, xdc_core.steps, xdc_cli.main\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+            "    xdc_cli.main.main(['--help'])\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+            "    xdc_cli.main.main(['pipeline', 'compile', '--help'])\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'kfp', 'dvc', 'xdc_kfp.runner'}))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_no_import_circle_among_the_packages():
+    """xdc_core imports neither CLI nor Kubeflow code; xdc_kfp does not import the CLI."""
+    root = Path(__file__).resolve().parents[1]
+    for package, forbidden in (("xdc_core", ("xdc_cli", "xdc_kfp", "kfp", "dvc")), ("xdc_kfp", ("xdc_cli",))):
+        for f in (root / package).rglob("*.py"):
+            for line in f.read_text().splitlines():
+                words = line.split()
+                if words[:1] in (["import"], ["from"]) and len(words) > 1:
+                    assert words[1].split(".")[0] not in forbidden, f"{f}: {line.strip()}"
+
+
+def test_config_takes_a_preset_name_or_a_file(tmp_path):
+    r = xdc("config", "--config", "cpu-demo", "--set", "cluster.k=7")
+    assert r.returncode == 0 and "k: 7" in r.stdout and "video_width: 8" in r.stdout
+    r = xdc("config", "--config", "no-such-preset")
+    assert r.returncode == 2 and "neither a file nor a preset" in r.stderr
 
 
 def test_sample_data_then_decode(tmp_path):
     r = xdc("sample-data", "--out", str(tmp_path / "s"), "--videos", "4", "--classes", "2")
     assert r.returncode == 0, r.stderr
     r = xdc("decode", "--manifest", str(tmp_path / "s" / "manifest.csv"), "--out", str(tmp_path / "d"), "--quiet",
-            "--config", str(Path(__file__).parents[1] / "xdc_core" / "presets" / "cpu-demo.yaml"))
+            "--config", "cpu-demo")
     assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert (summary["accepted"], summary["quarantined"]) == (4, 0)

@@ -1,6 +1,6 @@
 import pytest
 
-from xdc_core.cli import main
+from xdc_cli.main import main
 from xdc_core.config import ConfigError, DataConfig, build_config, load_config
 
 

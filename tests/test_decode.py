@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from conftest import make_indexed_video
-from xdc_core.cli import main
+from xdc_cli.main import main
 from xdc_core.config import Config, DataConfig, DecodeConfig, load_config
 from xdc_core.decode import _run_pool, decode_dataset
 from xdc_core.manifest import ManifestError, read_manifest
 from xdc_core.sample_data import SampleSpec, make_sample_dataset
 
-XDC = [sys.executable, "-m", "xdc_core.cli"]
+XDC = [sys.executable, "-m", "xdc_cli.main"]
 
 
 def quarantine(out: Path) -> dict[str, str]:

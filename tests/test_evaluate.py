@@ -1,6 +1,7 @@
 """Evaluation: the linear probe and finetuning, with clip-averaged test predictions."""
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import TINY_SETTINGS
@@ -44,5 +45,7 @@ def test_clip_features_and_finetune_run_on_a_tiny_trunk(tiny_decoded):
     sched = Schedule(epoch_size=16, batch_size=8, lr=0.01, warmup_epochs=0, step_epochs=1, total_epochs=1)
     result = finetune(trunk, "audio", train_set, train_eval, test_eval, np.asarray(train_set.labels),
                       np.asarray(test_eval.labels), sched, [0.01], 0.25, 0, torch.device("cpu"), 0, progress=False)
-    assert 0.0 <= result["top1"] <= 1.0 and result["lr"] == 0.01
+    # top-1 is the share of the test videos it got right, video by video
+    assert result["top1"] == pytest.approx(np.mean(result["correct"]), abs=1e-4) and result["lr"] == 0.01
+    assert len(result["correct"]) == len(test_eval)
     assert all(torch.equal(before[k], v) for k, v in trunk.state_dict().items())  # the original is untouched

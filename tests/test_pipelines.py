@@ -11,13 +11,14 @@ from kfp import compiler, dsl, local
 from kfp.components import load_component_from_file
 from test_cli import xdc
 
-from components import build_components
-from pipelines.cli import task_outputs
-from pipelines.placement import Placement
-from pipelines.ucf101_eval import build_eval_pipeline
-from pipelines.xdc_pretrain import build_pretrain_pipeline
-from xdc_core.config import build_config, load_config
+from xdc_core.config import RUN_PARAMETERS, build_config, load_config
 from xdc_core.run import run
+from xdc_kfp.components import build_components
+from xdc_kfp.pipelines.ucf101_eval import build_eval_pipeline
+from xdc_kfp.pipelines.xdc_pretrain import build_pretrain_pipeline
+from xdc_kfp.placement import Placement
+from xdc_kfp.runner import task_outputs
+
 
 REPO = Path(__file__).parents[1]
 GPU_STEPS = ("embed", "kmeans", "train-encoder", "evaluate")
@@ -43,7 +44,7 @@ def _tasks_by_display_name(spec: dict) -> dict[str, dict]:
 def test_compiled_pipeline_has_each_iterations_tasks_and_dependencies(tmp_path):
     spec, _ = _compile(tmp_path, iterations=2)
     tasks = _tasks_by_display_name(spec)
-    expected = {"decode", "run-evaluation", "evaluate"} | {
+    expected = {"settings", "decode", "run-evaluation", "evaluate"} | {
         f"iter {i}: {step}" for i in (1, 2)
         for step in ("embed video", "embed audio", "k-means", "train video encoder", "train audio encoder")
     }
@@ -55,17 +56,23 @@ def test_compiled_pipeline_has_each_iterations_tasks_and_dependencies(tmp_path):
         producers = {a["taskOutputArtifact"]["producerTask"] for a in artifacts if "taskOutputArtifact" in a}
         return producers | set(tasks[name].get("dependentTasks", []))
 
+    # every task reads the settings task's output: the run parameters merged into the settings
+    merged = key["settings"]
+    assert deps("settings") == set() and deps("decode") == {merged}
     for m in ("video", "audio"):
-        assert deps(f"iter 1: embed {m}") == {key["decode"]}  # the random init: no encoder input
-        assert deps(f"iter 2: embed {m}") == {key["decode"], key[f"iter 1: train {m} encoder"]}
+        assert deps(f"iter 1: embed {m}") == {merged, key["decode"]}  # the random init: no encoder input
+        assert deps(f"iter 2: embed {m}") == {merged, key["decode"], key[f"iter 1: train {m} encoder"]}
         previous_encoder = key[f"iter 1: train {m} encoder"]
-        assert deps(f"iter 2: train {m} encoder") == {key["decode"], key["iter 2: k-means"], previous_encoder}
-    assert deps("iter 1: k-means") == {key["iter 1: embed video"], key["iter 1: embed audio"]}
-    assert deps("iter 2: k-means") == {key["iter 2: embed video"], key["iter 2: embed audio"], key["iter 1: k-means"]}
+        assert deps(f"iter 2: train {m} encoder") == {merged, key["decode"], key["iter 2: k-means"], previous_encoder}
+    assert deps("iter 1: k-means") == {merged, key["iter 1: embed video"], key["iter 1: embed audio"]}
+    assert deps("iter 2: k-means") == {merged, key["iter 2: embed video"], key["iter 2: embed audio"],
+                                       key["iter 1: k-means"]}
     # evaluate sits inside the run_evaluation condition, which receives the final encoders
-    final = {key["decode"], key["iter 2: train video encoder"], key["iter 2: train audio encoder"]}
+    final = {merged, key["decode"], key["iter 2: train video encoder"], key["iter 2: train audio encoder"]}
     assert deps("run-evaluation") >= final
     for name, t in tasks.items():
+        if name not in ("settings", "run-evaluation", "evaluate"):  # evaluate: through the condition's input
+            assert t["inputs"]["parameters"]["settings"]["taskOutputParameter"]["producerTask"] == merged, name
         if name == "run-evaluation":
             continue
         assert t["retryPolicy"]["maxRetryCount"] == 2
@@ -75,6 +82,7 @@ def test_compiled_pipeline_has_each_iterations_tasks_and_dependencies(tmp_path):
 def test_only_gpu_tasks_ask_for_a_gpu_and_carry_its_placement(tmp_path):
     spec, platform = _compile(tmp_path)
     tasks = _tasks_by_display_name(spec)
+    assert {"settings", "decode", "evaluate"} <= set(tasks)
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name, task in tasks.items():
@@ -85,6 +93,9 @@ def test_only_gpu_tasks_ask_for_a_gpu_and_carry_its_placement(tmp_path):
         container = executors[exe]["container"]
         assert container["image"] == "registry.test/xdc:1"
         assert "pip install" not in json.dumps(container)  # everything is in the image
+        if name == "settings":  # computes parameters only: any node, no resources asked for
+            assert "resources" not in container and exe not in k8s
+            continue
         gpu = container["resources"].get("accelerator")
         if name == "decode":
             assert gpu is None
@@ -116,8 +127,31 @@ def test_pipeline_parameters_default_to_the_settings(tmp_path):
     assert defaults["lr"] == cfg.train.lr and defaults["seed"] == cfg.seed
     assert defaults["data_uri"] == "" and defaults["run_evaluation"] is True
     assert json.loads(defaults["settings"])["model"]["video_width"] == cfg.model.video_width
+    # only the settings task takes the run parameters; every other task reads them from its output
+    components = {name: set(c["inputDefinitions"]["parameters"]) for name, c in spec["components"].items()
+                  if "executorLabel" in c}
+    assert components.pop("comp-settings") == {"settings", *RUN_PARAMETERS}
+    structural = {"settings", "modality", "iteration", "data_uri", "run_evaluation", "check_pretraining"}
+    assert components and all(params <= structural for params in components.values()), components
 
 
+@pytest.mark.integration  # kfp.local or an `xdc` subprocess
+def test_settings_component_merges_the_run_parameters(tmp_path, capfd):
+    """What every task reads: the settings with the run parameters in place, or a failure naming the setting."""
+    _local(tmp_path)
+    merge = build_components().settings
+    given = {"method": "sdc", "k": 2, "epochs": 3, "lr": 0.2, "batch_size": 4, "seed": 7}
+    merged = json.loads(merge(settings=json.dumps(TINY_SETTINGS), **given).output)
+    assert (merged["cluster"]["method"], merged["cluster"]["k"], merged["seed"]) == ("sdc", 2, 7)
+    assert (merged["train"]["total_epochs"], merged["train"]["lr"], merged["train"]["batch_size"]) == (3, 0.2, 4)
+    assert merged["model"] == TINY_SETTINGS["model"]  # the rest as given
+    with pytest.raises(RuntimeError):
+        merge(settings=json.dumps(TINY_SETTINGS), **(given | {"k": 1}))
+    err = capfd.readouterr()
+    assert "cluster.k: Input should be greater than or equal to 2 (got 1)" in err.out + err.err
+
+
+@pytest.mark.integration  # kfp.local or an `xdc` subprocess
 def test_compile_command_writes_loadable_yaml_for_both_pipelines(tmp_path):
     r = xdc("pipeline", "compile", "--iterations", "3", "--out", str(tmp_path / "p.yaml"))
     assert r.returncode == 0, r.stderr
@@ -132,6 +166,7 @@ def test_compile_command_writes_loadable_yaml_for_both_pipelines(tmp_path):
     assert r.returncode == 2 and "cluster.k" in r.stderr
 
 
+@pytest.mark.integration  # kfp.local or an `xdc` subprocess
 def test_submit_to_an_unreachable_host_says_so():
     r = xdc("pipeline", "submit", "--host", "http://127.0.0.1:9", "--k", "8")
     assert r.returncode == 2
@@ -139,6 +174,7 @@ def test_submit_to_an_unreachable_host_says_so():
     assert "--host" in r.stderr
 
 
+@pytest.mark.integration  # kfp.local or an `xdc` subprocess
 def test_bad_run_parameter_fails_before_anything_runs(tmp_path):
     r = xdc("pipeline", "run-local", "--out", str(tmp_path), "--k", "1")
     assert r.returncode == 2 and "cluster.k" in r.stderr
@@ -152,17 +188,23 @@ def tiny_config_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.integration  # kfp.local or an `xdc` subprocess
 def test_run_local_matches_xdc_run(tiny_sample, tiny_config_file, tmp_path):
     """`xdc pipeline run-local` (the pipeline through kfp.local) and `xdc run` call the same steps
-    with the same seeds: same encoders, same metrics."""
+    with the same seeds: same encoders, same metrics. The run parameters (k, seed) given to the
+    pipeline reach every task as the settings `xdc run` is given."""
     r = xdc("pipeline", "run-local", "--data", str(tiny_sample), "--config", str(tiny_config_file),
-            "--iterations", "2", "--out", str(tmp_path / "kfp"))
+            "--iterations", "2", "--k", "2", "--seed", "1", "--out", str(tmp_path / "kfp"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "XDC linear probe" in r.stdout
     run_dir = Path(next(line.split(": ", 1)[1].rsplit(" (", 1)[0] for line in r.stdout.splitlines()
                         if line.startswith("kfp.local run: ")))
     tasks = task_outputs(run_dir)
-    expected = run(tiny_sample, tmp_path / "run", load_config(tiny_config_file), progress=False, log=lambda _: None)
+    merged = json.loads((run_dir / "settings" / "executor_output.json").read_text())["parameterValues"]["Output"]
+    assert (json.loads(merged)["cluster"]["k"], json.loads(merged)["seed"]) == (2, 1)
+    assert [out["clusters"]["metadata"]["k"] for out in tasks.values() if "clusters" in out] == [2, 2]
+    cfg = load_config(tiny_config_file, {"cluster.k": 2, "seed": 1})
+    expected = run(tiny_sample, tmp_path / "run", cfg, progress=False, log=lambda _: None)
 
     final = {a["metadata"]["modality"]: a["uri"] for out in tasks.values() for name, a in out.items()
              if name == "encoder" and a["metadata"]["iteration"] == 2}
@@ -186,6 +228,7 @@ def _local(tmp_path: Path) -> None:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
 
 
+@pytest.mark.integration  # kfp.local or an `xdc` subprocess
 def test_component_names_itself_and_the_bad_input(tiny_decoded, tmp_path, capfd):
     garbage = tmp_path / "encoder.pt"
     garbage.write_bytes(b"not a checkpoint")
@@ -196,7 +239,7 @@ def test_component_names_itself_and_the_bad_input(tiny_decoded, tmp_path, capfd)
         decoded = dsl.importer(artifact_uri=str(tiny_decoded), artifact_class=dsl.Dataset)
         encoder = dsl.importer(artifact_uri=str(garbage), artifact_class=dsl.Model)
         c.embed(decoded=decoded.output, encoder=encoder.output, modality="video", iteration=2,
-                settings=json.dumps(TINY_SETTINGS), seed=0)
+                settings=json.dumps(TINY_SETTINGS))
 
     _local(tmp_path)
     with pytest.raises(RuntimeError):
@@ -209,7 +252,7 @@ def test_component_names_itself_and_the_bad_input(tiny_decoded, tmp_path, capfd)
     @dsl.pipeline(name="missing-dataset")
     def missing_dataset() -> None:
         decoded = dsl.importer(artifact_uri=str(tmp_path / "nowhere"), artifact_class=dsl.Dataset)
-        c.embed(decoded=decoded.output, modality="audio", iteration=1, settings=json.dumps(TINY_SETTINGS), seed=0)
+        c.embed(decoded=decoded.output, modality="audio", iteration=1, settings=json.dumps(TINY_SETTINGS))
 
     with pytest.raises(RuntimeError):
         missing_dataset()
@@ -218,15 +261,15 @@ def test_component_names_itself_and_the_bad_input(tiny_decoded, tmp_path, capfd)
     assert "index.csv is missing" in err.out + err.err
 
 
-def test_eval_pipeline_scores_given_checkpoints(tiny_sample, tiny_config_file, tmp_path):
+@pytest.mark.integration  # kfp.local or an `xdc` subprocess
+def test_eval_pipeline_scores_given_checkpoints(tiny_sample, tmp_path):
     """ucf101_eval on a labelled manifest and two checkpoints, as the CI regression gate uses it."""
     cfg = build_config(TINY_SETTINGS)
     expected = run(tiny_sample, tmp_path / "run", cfg, progress=False, log=lambda _: None)
     _local(tmp_path)
     pipeline = build_eval_pipeline(cfg, placement=Placement())
-    task = pipeline(data_uri=str(tiny_sample), video_encoder_uri=str(tmp_path / "run" / "video_encoder.pt"),
-                    audio_encoder_uri=str(tmp_path / "run" / "audio_encoder.pt"))
-    assert task is not None
+    pipeline(data_uri=str(tiny_sample), video_encoder_uri=str(tmp_path / "run" / "video_encoder.pt"),
+             audio_encoder_uri=str(tmp_path / "run" / "audio_encoder.pt"))
     reports = list((tmp_path / "root").glob("ucf101-eval-*/evaluate/report"))
     assert len(reports) == 1
     report = json.loads(reports[0].read_text())
@@ -234,6 +277,7 @@ def test_eval_pipeline_scores_given_checkpoints(tiny_sample, tiny_config_file, t
         assert report["probe"][m]["top1"] == pytest.approx(expected["probe"][m]["top1"])
 
 
+@pytest.mark.integration  # kfp.local or an `xdc` subprocess
 def test_decode_component_reads_raw_videos_from_the_bucket(tiny_sample, bucket, tmp_path):
     """The decode component given an s3:// manifest (credentials from the environment, as the
     Kubernetes secret provides them in a pod) fetches the videos from the bucket."""
@@ -242,7 +286,7 @@ def test_decode_component_reads_raw_videos_from_the_bucket(tiny_sample, bucket, 
     store.upload_dir(tiny_sample.parent, f"s3://{bucket}/raw")
     _local(tmp_path)
     task = build_components().decode(data_uri=f"s3://{bucket}/raw/manifest.csv", settings=json.dumps(TINY_SETTINGS),
-                                     k=3, run_evaluation=True)
+                                     run_evaluation=True)
     decoded = Path(task.outputs["decoded"].path)
     assert (decoded / "index.csv").is_file()
     assert task.outputs["decoded"].metadata["videos"] == 16

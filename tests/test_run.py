@@ -6,16 +6,17 @@ import sys
 
 import pytest
 import torch
-import torchvision
 import yaml
 
 from conftest import TINY_SETTINGS
-from xdc_core.cli import main
+from xdc_cli.main import main
 from xdc_core.config import build_config
 from xdc_core.models import build_trunk
-from xdc_core.run import RunError, run
+from xdc_core.errors import RunError
+from xdc_core.layout import RunLayout
+from xdc_core.run import run
 
-XDC = [sys.executable, "-m", "xdc_core.cli"]
+XDC = [sys.executable, "-m", "xdc_cli.main"]
 
 
 @pytest.fixture
@@ -25,19 +26,24 @@ def tiny_yaml(tmp_path):
     return path
 
 
+@pytest.mark.integration
 def test_xdc_run_end_to_end_on_a_manifest(tiny_sample, tiny_yaml, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([*XDC, "run", "--data", str(tiny_sample), "--config", str(tiny_yaml), "--out", str(out),
                            "--method", "xdc", "--quiet"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     m = json.loads((out / "metrics.json").read_text())
-    assert m["method"] == "xdc" and len(m["iterations"]) == 2
-    for key in ("probe", "baseline_random"):
-        for modality in ("video", "audio"):
-            assert 0.0 <= m[key][modality]["top1"] <= 1.0
-    it2 = m["iterations"][1]
+    assert (m["method"], m["k"], m["iterations"]) == ("xdc", 3, 2)
+    for modality in ("video", "audio"):  # the paired difference is the difference of the two top-1s
+        delta = m["probe"][modality]["top1"] - m["baseline_random"][modality]["top1"]
+        assert m["probe_vs_random"][modality]["delta"] == pytest.approx(delta, abs=1e-4)
+        assert m["probe"][modality]["test_videos"] == 4
+    it2 = RunLayout(out).iteration_stats(2)  # the layout the DVC stages write too
     assert set(it2["clusters"]) == {"video", "audio", "cross_modal"} and it2["clusters"]["video"]["nmi_previous"] is not None
-    assert it2["clusters"]["audio"]["empty_before_fix"] >= 0 and it2["train"]["video"]["stop_reason"]
+    audio = it2["clusters"]["audio"]  # 12 pretraining videos in k=3 clusters, none empty
+    assert 1 <= audio["sizes_min"] <= audio["sizes_median"] <= audio["sizes_max"] <= 10
+    assert it2["train"]["video"]["stop_reason"]
+    assert {p.name for p in (out / "plots").iterdir()} >= {"clusters_video.json", "loss_audio.json", "probe.json"}
     # one log line per iteration, then the result table
     assert proc.stdout.count("iter ") >= 2 and "linear probe" in proc.stdout and "random init" in proc.stdout
     # the encoders are plain state dicts of the (slim) torchvision architectures
@@ -52,29 +58,22 @@ def test_xdc_run_end_to_end_on_a_manifest(tiny_sample, tiny_yaml, tmp_path):
     assert json.loads((out / "metrics.json").read_text())["probe"] == m["probe"]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("method", ["sdc", "mdc", "cdc"])
 def test_other_methods_run(tiny_decoded, tmp_path, method):
     settings = {**TINY_SETTINGS, "cluster": {"k": 3, "iterations": 1, "method": method}}
     m = run(tiny_decoded, tmp_path / method, build_config(settings), evaluate=False, progress=False, log=lambda _: None)
     expected = {"sdc": {"video", "audio"}, "mdc": {"video", "audio"}, "cdc": {"joint"}}[method]
-    assert set(m["iterations"][0]["clusters"]) == expected | {"cross_modal"} and "probe" not in m
-    cross = m["iterations"][0]["clusters"]["cross_modal"]
+    assert set(m["iteration_stats"][0]["clusters"]) == expected | {"cross_modal"} and "probe" not in m
+    cross = m["iteration_stats"][0]["clusters"]["cross_modal"]
     assert 0 <= cross["nmi_chance"] < 1 and cross["nmi"] != cross["nmi_chance"]
-
-
-def test_full_size_encoders_are_the_torchvision_ones(tmp_path):
-    # What `xdc run` saves at width 64 loads into torchvision's r2plus1d_18 trunk.
-    tv = torchvision.models.video.r2plus1d_18()
-    tv.fc = torch.nn.Identity()
-    torch.save(build_trunk("video", 64).state_dict(), tmp_path / "v.pt")
-    tv.load_state_dict(torch.load(tmp_path / "v.pt"))
 
 
 def test_bad_settings_fail_before_any_work(tiny_sample, tiny_decoded, tiny_yaml, tmp_path, capsys):
     out = tmp_path / "bad"
     assert main(["run", "--data", str(tiny_sample), "--config", str(tiny_yaml), "--out", str(out), "--k", "500"]) == 2
     err = capsys.readouterr().err
-    assert "k=500 is larger than the number of pretraining videos (12" in err
+    assert "k=500 (cluster.k) is larger than the number of pretraining videos (12" in err
     assert not (out / "decoded").exists()  # nothing was decoded
     assert main(["run", "--config", str(tiny_yaml), "--out", str(out), "--iterations", "0"]) == 2
     assert "cluster.iterations" in capsys.readouterr().err
@@ -95,6 +94,7 @@ def test_unlabelled_data_cannot_be_evaluated(tiny_sample, tmp_path):
     assert m["videos"] == 16 and "probe" not in m  # no split column: every video is pretrained on
 
 
+@pytest.mark.integration
 def test_same_inputs_settings_and_seed_give_identical_runs(tiny_sample, tmp_path):
     """Two runs from the manifest (each decoding it, with pre-decoded clips and DataLoader workers):
     the same decoded bytes, encoders and metrics (bit-reproducible on one machine, CPU)."""
@@ -104,8 +104,6 @@ def test_same_inputs_settings_and_seed_give_identical_runs(tiny_sample, tmp_path
     runs = [run(tiny_sample, tmp_path / name, cfg, progress=False, log=lambda _: None) for name in ("a", "b")]
     for m in runs:
         m.pop("seconds")
-        for it in m["iterations"]:
-            it.pop("seconds")
     assert runs[0] == runs[1]
     a, b = tmp_path / "a", tmp_path / "b"
     for f in sorted((a / "decoded").rglob("*")):

@@ -16,9 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-
-class ConfigError(ValueError):
-    """A setting is missing, unknown or out of range. The message names each bad field."""
+from .errors import ConfigError
 
 
 class _Strict(BaseModel):
@@ -106,7 +104,10 @@ class EmbedConfig(_Strict):
     workers: int = Field(2, ge=0, le=64, description="DataLoader worker processes")
 
 
-Method = Literal["xdc", "sdc", "mdc", "cdc"]
+# The deep-clustering methods of paper §3 (xdc_core/methods.py says what each one clusters).
+METHODS = ("sdc", "mdc", "cdc", "xdc")
+MODALITIES: tuple[str, str] = ("video", "audio")  # the two encoders, in the order every loop visits them
+Method = Literal[METHODS]  # type: ignore[valid-type]
 
 
 class ClusterConfig(_Strict):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import posixpath
@@ -44,17 +45,19 @@ from tqdm import tqdm
 
 from . import store
 from .config import Config, DataConfig, DecodeConfig
+from .errors import XdcError
 from .manifest import ManifestRow, read_manifest
 from .media.errors import FileMissing, MediaError, TooShort, Truncated, UnexpectedError, WorkerCrashed
 from .media.file import MediaFile, scaled_size
 from .media.timing import resample_frames
 from .media.x264 import reproducible_params
+from .store import atomic_write, write_json
 
 FORMAT_VERSION = 2  # 2: x264 without its AVX-512 kernel (byte-reproducible files, media/x264.py)
 INDEX_COLUMNS = ("index", "id", "path", "label", "split", "duration", "frames", "width", "height", "audio_samples")
 
 
-class DatasetMismatch(ValueError):
+class DatasetMismatch(XdcError, ValueError):
     """An existing output folder was decoded with other settings; resuming would mix them."""
 
 
@@ -279,18 +282,12 @@ class _Task:
 
 
 def _write_csv(path: Path, header: Iterable[str], rows: Iterable[Iterable[Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(header)
+    w.writerows(rows)
+    with atomic_write(path) as f:
+        f.write(text.getvalue().encode())
 
 
 def _prepare_out_dir(out: Path, settings: dict[str, Any]) -> None:
@@ -308,7 +305,7 @@ def _prepare_out_dir(out: Path, settings: dict[str, Any]) -> None:
         raise DatasetMismatch(f"{out} is not empty and is not a decoded dataset; choose an empty or new folder")
     (out / "video").mkdir(parents=True, exist_ok=True)
     (out / "audio").mkdir(parents=True, exist_ok=True)
-    _write_json(meta_path, settings)
+    write_json(meta_path, settings)
 
 
 def decode_dataset(manifest: str | Path, out_dir: str | Path, config: Config, progress: bool = True) -> dict[str, Any]:
@@ -357,7 +354,7 @@ def decode_dataset(manifest: str | Path, out_dir: str | Path, config: Config, pr
         "workers": config.decode.workers,
         "settings": settings,
     }
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     return summary
 
 

@@ -29,7 +29,7 @@ from .config import Config, Schedule, TrainConfig
 from .dataset import ClipDataset
 from .device import resolve_device
 from .embed import clip_features
-from .train import Heads, lr_at, train_encoder
+from .train import Heads, lr_at, split_holdout, train_encoder
 
 
 def top1(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -89,12 +89,6 @@ def _video_probs(fc: nn.Module, feats: np.ndarray) -> np.ndarray:
     return fc(torch.as_tensor(feats).reshape(v * c, d)).softmax(-1).reshape(v, c, -1).mean(1).numpy()
 
 
-def _holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    perm = np.random.default_rng([seed, 11]).permutation(n)
-    n_val = max(1, round(fraction * n))
-    return perm[n_val:], perm[:n_val]
-
-
 def linear_probe(
     train_feats: np.ndarray,
     train_labels: np.ndarray,
@@ -119,7 +113,7 @@ def linear_probe(
     val_scores: dict[str, float] = {}
     best_lr = lrs[0]
     if len(lrs) > 1:
-        fit_v, val_v = _holdout(len(train_labels), val_fraction, seed)
+        fit_v, val_v = split_holdout(len(train_labels), val_fraction, seed)
         for lr in lrs:
             val_scores[str(lr)] = round(top1(_video_probs(fit(fit_v, lr), tr[val_v]), train_labels[val_v]), 4)
         best_lr = max(lrs, key=lambda lr: val_scores[str(lr)])  # first best on ties
@@ -175,7 +169,7 @@ def finetune(
     val_scores: dict[str, float] = {}
     best_lr = lrs[0]
     if len(lrs) > 1:
-        fit_v, val_v = _holdout(len(train_labels), val_fraction, seed)
+        fit_v, val_v = split_holdout(len(train_labels), val_fraction, seed)
         for lr in lrs:
             model, heads = fit(fit_v, lr)
             p = probs(model, heads, Subset(train_eval_set, val_v.tolist()))

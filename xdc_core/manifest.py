@@ -14,12 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import XdcError
 from . import store
 
 COLUMNS = ("path", "label", "split")
 
 
-class ManifestError(ValueError):
+class ManifestError(XdcError, ValueError):
     """The manifest cannot be used; the message names the file, the line and what to fix."""
 
 

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .config import METHODS
 from .kmeans import l2_normalize
-
-METHODS = ("sdc", "mdc", "cdc", "xdc")
 
 # method -> feature sets to cluster
 CLUSTERED: dict[str, tuple[str, ...]] = {

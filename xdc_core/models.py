@@ -20,6 +20,7 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 from torchvision.models.video import resnet as tv_video
 
+
 # Kinetics-400 RGB statistics, as torchvision's video models use.
 VIDEO_MEAN = (0.43216, 0.394666, 0.37645)
 VIDEO_STD = (0.22803, 0.22145, 0.216989)
@@ -84,7 +85,6 @@ class AudioTrunk(tv_resnet.ResNet):
 
 
 Modality = str  # "video" or "audio"
-MODALITIES: tuple[str, str] = ("video", "audio")
 
 
 def build_trunk(modality: Modality, width: int = 64) -> nn.Module:

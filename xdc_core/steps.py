@@ -11,7 +11,6 @@ gives the same numbers.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,24 +20,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config, ConfigError
+from .config import MODALITIES, Config
 from .dataset import ClipDataset, read_index
 from .decode import DatasetMismatch, decode_dataset
 from .device import resolve_device
 from .embed import embed
+from .errors import ConfigError, InputError, RunError
 from .kmeans import Clustering, cross_modal_nmi, kmeans
+from .layout import CROSS_MODAL
 from .manifest import read_manifest
 from .methods import feature_sets, targets
-from .models import MODALITIES, Modality, build_trunk
+from .models import Modality, build_trunk
+from .store import atomic_write, write_json
 from .train import train_encoder
-
-
-class RunError(ValueError):
-    """Settings and data that cannot make a run; raised before any work starts."""
-
-
-class StepInputError(ValueError):
-    """An input file of a step is missing or is not what the step expects."""
 
 
 @contextmanager
@@ -50,11 +44,11 @@ def named_inputs(step: str, inputs: dict[str, str | None]) -> Iterator[None]:
     """
     try:
         yield
-    except (StepInputError, FileNotFoundError, DatasetMismatch) as err:
+    except (InputError, FileNotFoundError, DatasetMismatch) as err:
         msg = str(err)
         culprits = [f"{name!r} ({path})" for name, path in inputs.items() if path and str(path) in msg]
         where = ", ".join(culprits) or ", ".join(f"{n!r} ({p})" for n, p in inputs.items())
-        raise StepInputError(f"{step}: bad input artifact {where}: {msg}") from None
+        raise InputError(f"{step}: bad input artifact {where}: {msg}") from None
     except (ConfigError, RunError) as err:
         raise RunError(f"{step}: {err}") from None
 
@@ -79,12 +73,7 @@ def check_plan(
     if pretrain:
         split = pretrain_split([s for _, s in rows], cfg.train.split)
         n_pretrain = sum(1 for _, s in rows if split is None or s == split)
-        if cfg.cluster.k > n_pretrain:
-            raise RunError(
-                f"k={cfg.cluster.k} is larger than the number of pretraining videos ({n_pretrain} in {source}"
-                + (f", split {split!r}" if split else "")
-                + "): choose --k at most that, or add videos"
-            )
+        check_k(cfg.cluster.k, n_pretrain, source + (f", split {split!r}" if split else ""))
     if evaluate:
         for role, name in (("train", cfg.evaluate.train_split), ("test", cfg.evaluate.test_split)):
             labelled = sum(1 for label, s in rows if s == name and label)
@@ -93,6 +82,13 @@ def check_plan(
                     f"evaluation needs labelled videos in the {role} split {name!r} (evaluate.{role}_split), "
                     f"but {source} has none; add label and split columns, or pass --no-eval to pretrain only"
                 )
+
+
+def check_k(k: int, videos: int, source: str) -> None:
+    """k-means needs at least as many videos as clusters."""
+    if k > videos:
+        raise RunError(f"k={k} (cluster.k) is larger than the number of pretraining videos ({videos} in {source}): "
+                       "choose a k at most that, or add videos")
 
 
 def check_decoded(root: Path, cfg: Config, evaluate: bool, pretrain: bool = True) -> None:
@@ -152,12 +148,12 @@ def load_encoder(modality: Modality, cfg: Config, path: Path | None) -> nn.Modul
         return trunk
     path = Path(path)
     if not path.is_file():
-        raise StepInputError(f"{modality} encoder checkpoint {path} does not exist")
+        raise InputError(f"{modality} encoder checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         trunk.load_state_dict(state)
     except Exception as err:  # torch raises several types for truncated or foreign files
-        raise StepInputError(
+        raise InputError(
             f"{path} is not a {modality} encoder of width {getattr(cfg.model, f'{modality}_width')} "
             f"(model.{modality}_width): {str(err).splitlines()[0]}"
         ) from None
@@ -166,10 +162,8 @@ def load_encoder(modality: Modality, cfg: Config, path: Path | None) -> nn.Modul
 
 def save_encoder(trunk: nn.Module, path: Path) -> None:
     """Write the trunk's state dict atomically (a killed step never leaves a truncated checkpoint)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(trunk.state_dict(), tmp)
-    tmp.replace(path)
+    with atomic_write(path) as f:
+        torch.save(trunk.state_dict(), f)
 
 
 def _pretrain_split_of(root: Path, cfg: Config) -> str | None:
@@ -190,44 +184,42 @@ def embed_step(
     feats, index, labels = embed(
         trunk, dataset, modality, cfg.embed.batch_size, cfg.embed.workers, resolve_device(cfg.device), progress
     )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(tmp, features=feats.astype(np.float32), index=index, labels=labels)
-    tmp.replace(out)
-    return out
+    with atomic_write(out) as f:
+        np.savez(f, features=feats.astype(np.float32), index=index, labels=labels)
+    return Path(out)
 
 
 def _load_npz(path: Path, what: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
-        raise StepInputError(f"{what} file {path} does not exist")
+        raise InputError(f"{what} file {path} does not exist")
     try:
         with np.load(path) as z:
             arrays = {k: z[k] for k in z.files}
     except Exception as err:
-        raise StepInputError(f"{what} file {path} is not a readable .npz: {err}") from None
+        raise InputError(f"{what} file {path} is not a readable .npz: {err}") from None
     missing = [k for k in keys if k not in arrays]
     if missing:
-        raise StepInputError(f"{what} file {path} lacks {missing} (has {sorted(arrays)})")
+        raise InputError(f"{what} file {path} lacks {missing} (has {sorted(arrays)})")
     return arrays
 
 
 # -- k-means ---------------------------------------------------------------------------------------
 
-CROSS_MODAL = "cross_modal"  # the statistics key of the video-vs-audio cluster agreement
-
 
 def kmeans_step(
-    features: dict[str, Path], cfg: Config, iteration: int, out: Path, previous: Path | None = None
+    features: dict[str, Path], cfg: Config, iteration: int, out: Path, previous: Path | None = None,
+    stats: Path | None = None,
 ) -> dict[str, Any]:
     """Cluster the features as ``cfg.cluster.method`` says → ``out`` (.npz, one assignment array per
-    clustering). Returns each clustering's statistics (sizes, NMI to ``previous``, purity if labelled)."""
+    clustering). Returns each clustering's statistics (sizes, NMI to ``previous``, purity if
+    labelled, the agreement of the modalities' clusters), also written to ``stats`` (kmeans.json)."""
     loaded = {m: _load_npz(features[m], f"{m} features", ("features", "index", "labels")) for m in MODALITIES}
     if not np.array_equal(loaded["video"]["index"], loaded["audio"]["index"]):
-        raise StepInputError(
+        raise InputError(
             f"video features {features['video']} and audio features {features['audio']} are of different videos"
         )
+    check_k(cfg.cluster.k, len(loaded["video"]["index"]), str(features["video"]))
     labels = loaded["video"]["labels"]
     prev = _load_npz(previous, "previous clusters", ()) if previous is not None else {}
     seed = cfg.seed * 1000 + iteration
@@ -241,17 +233,17 @@ def kmeans_step(
 
     sets = feature_sets(cfg.cluster.method, loaded["video"]["features"], loaded["audio"]["features"])
     clusterings = {name: cluster(name, x) for name, x in sets.items()}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(tmp, **{name: c.assignments for name, c in clusterings.items()})
-    tmp.replace(out)
-    stats: dict[str, Any] = {name: c.stats.to_dict() for name, c in clusterings.items()}
+    with atomic_write(out) as f:
+        np.savez(f, **{name: c.assignments for name, c in clusterings.items()})
+    result: dict[str, Any] = {name: c.stats.to_dict() for name, c in clusterings.items()}
     # Whether the modalities' clusters agree, for every method (CDC clusters each one for this
     # statistic only): the signal XDC's cross-modal targets live on.
     per_modality = {m: clusterings[m] if m in clusterings else cluster(m, loaded[m]["features"]) for m in MODALITIES}
-    stats[CROSS_MODAL] = cross_modal_nmi(per_modality["video"].assignments, per_modality["audio"].assignments, seed)
-    return stats
+    result[CROSS_MODAL] = cross_modal_nmi(per_modality["video"].assignments, per_modality["audio"].assignments, seed)
+    if stats is not None:
+        write_json(stats, {"step": "kmeans", "iteration": iteration, "method": cfg.cluster.method,
+                           "k": cfg.cluster.k, "clusters": result})
+    return result
 
 
 # -- train -------------------------------------------------------------------------------------------
@@ -267,15 +259,22 @@ def train_step(
     out: Path,
     ckpt_dir: Path | None = None,
     progress: bool = True,
+    stats: Path | None = None,
 ) -> dict[str, Any]:
     """Train the ``modality`` encoder (from ``encoder``, or random init) on the pseudo-labels its
-    method gives it → ``out``. ``ckpt_dir`` keeps per-epoch checkpoints so a rerun resumes."""
+    method gives it → ``out``. ``ckpt_dir`` keeps per-epoch checkpoints so a rerun resumes.
+    Returns the training history, also written to ``stats`` (train_<modality>.json)."""
     assignments = _load_npz(clusters, "clusters", ())
     try:
         heads = targets(cfg.cluster.method, assignments)[modality]
     except ValueError as err:
-        raise StepInputError(f"clusters file {clusters} does not fit method {cfg.cluster.method!r}: {err}") from None
-    return train_on_targets(root, modality, cfg, iteration, heads, encoder, out, ckpt_dir, progress, source=clusters)
+        raise InputError(f"clusters file {clusters} does not fit method {cfg.cluster.method!r}: {err}") from None
+    result = train_on_targets(root, modality, cfg, iteration, heads, encoder, out, ckpt_dir, progress,
+                              source=clusters)
+    if stats is not None:
+        write_json(stats, {"step": "train", "iteration": iteration, "modality": modality,
+                           "method": cfg.cluster.method, **result})
+    return result
 
 
 def train_on_targets(
@@ -297,7 +296,7 @@ def train_on_targets(
     train_set = ClipDataset(root, cfg.data, "train", split, (modality,))
     val_set = ClipDataset(root, cfg.data, "eval", split, (modality,), clips=1)
     if any(len(h) != len(train_set) for h in heads):
-        raise StepInputError(
+        raise InputError(
             f"{source} has {len(heads[0])} assignments but {root} has {len(train_set)} pretraining videos"
         )
     trunk = load_encoder(modality, cfg, encoder)
@@ -316,7 +315,8 @@ def evaluate_step(
     root: Path, cfg: Config, encoders: dict[str, Path], progress: bool = True, log: Any = print
 ) -> dict[str, Any]:
     """Linear probe (and finetuning when ``evaluate.finetune``) of the given encoders and of the
-    random-init ones, on ``evaluate.train_split`` → ``evaluate.test_split``. Returns the metrics."""
+    random-init ones, on ``evaluate.train_split`` → ``evaluate.test_split``. Returns the results,
+    per-video outcomes included for paired comparisons (metrics.json holds :func:`metrics_summary`)."""
     from .evaluate import evaluate_encoders  # the probe code is only needed here
 
     root = Path(root)
@@ -325,10 +325,15 @@ def evaluate_step(
     return evaluate_encoders(root, cfg, trunks, {m: init_encoder(m, cfg) for m in MODALITIES}, progress, log)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
+def metrics_summary(cfg: Config, results: dict[str, Any]) -> dict[str, Any]:
+    """What metrics.json holds, and ``dvc metrics show`` tabulates: the run's method, k and
+    iterations, each top-1 with its chosen lr and video counts, the paired differences; not the
+    per-video outcomes nor the validation top-1 of each lr of the grid (lists, confusing columns)."""
+    def prune(node: Any) -> Any:
+        if not isinstance(node, dict):
+            return node
+        return {k: prune(v) for k, v in node.items()
+                if not (isinstance(v, list) and k != "ci95") and k != "val_top1_by_lr"}
+
+    return prune({"method": cfg.cluster.method, "k": cfg.cluster.k, "iterations": cfg.cluster.iterations, **results})
+

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import json
 import logging
 import os
 import random
@@ -36,11 +37,13 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+
+from .errors import XdcError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,7 +61,7 @@ ACCESS_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
-class StoreError(Exception):
+class StoreError(XdcError):
     """A store operation failed; the message says where (endpoint, bucket, key) and what to do."""
 
 
@@ -282,8 +285,10 @@ def _part_size(size: int) -> int:
 
 
 @contextlib.contextmanager
-def _atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """Write to a hidden temp file beside ``path``; rename it over ``path`` only on success."""
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Write to a hidden temp file beside ``path``; rename it over ``path`` only on success, so a
+    killed process never leaves a truncated file under the final name. The one atomic writer."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
     try:
@@ -297,8 +302,14 @@ def _atomic_file(path: Path) -> Iterator[BinaryIO]:
         raise
 
 
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_write(path) as f:
+        f.write((json.dumps(obj, indent=2) + "\n").encode())
+
+
 def _copy_local(src: Path, dst: Path) -> None:
-    with open(src, "rb") as fin, _atomic_file(dst) as fout:
+    with open(src, "rb") as fin, atomic_write(dst) as fout:
         shutil.copyfileobj(fin, fout, CHUNK)
 
 
@@ -376,7 +387,7 @@ def write_bytes(uri: Uri, data: bytes) -> None:
     """Store ``data`` at ``uri``, atomically. (BytesIO shares ``data`` rather than copying it.)"""
     loc = _object(uri)
     if loc.path is not None:
-        with _atomic_file(loc.path) as f:
+        with atomic_write(loc.path) as f:
             f.write(data)
         return
     _call(loc, "write", lambda c: c.put_object(
@@ -408,7 +419,7 @@ def download_file(uri: Uri, local_path: str | os.PathLike[str]) -> Path:
     def get(c: Minio) -> None:
         resp = c.get_object(loc.bucket, loc.key)
         try:
-            with _atomic_file(dst) as f:
+            with atomic_write(dst) as f:
                 for chunk in resp.stream(CHUNK):
                     f.write(chunk)
         finally:

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from .config import Schedule, TrainConfig
 from .device import autocast, fast_layout
 from .models import model_input
+from .store import atomic_write
 
 
 class UniformLabelSampler(Sampler[int]):
@@ -298,21 +299,10 @@ def train_encoder(
             _restore_best(trunk, best)
         result.best_epoch = best["epoch"] if best["trunk"] is not None else result.epochs
         if ckpt is not None:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save(
-                {
-                    "fingerprint": fingerprint,
-                    "epoch": epoch,
-                    "trunk": trunk.state_dict(),
-                    "heads": heads.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "result": asdict(result),
-                    "best": best,
-                },
-                tmp,
-            )
-            tmp.replace(ckpt)
+            with atomic_write(ckpt) as f:
+                torch.save({"fingerprint": fingerprint, "epoch": epoch, "trunk": trunk.state_dict(),
+                            "heads": heads.state_dict(), "optimizer": opt.state_dict(), "result": asdict(result),
+                            "best": best}, f)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, result)
         if result.stop_reason:

@@ -10,23 +10,20 @@ def kmeans(
     audio_features: Input[Dataset],
     iteration: int,
     settings: str,
-    method: str,
-    k: int,
-    seed: int,
     clusters: Output[Artifact],
     cluster_metrics: Output[Metrics],
     previous_clusters: Optional[Input[Artifact]] = None,  # noqa: UP045 (kfp reads Optional, not X | None)
 ):
-    """k-means (faiss) of the feature sets ``method`` clusters (SDC/MDC/XDC: each modality; CDC:
-    both joined). ``clusters`` (.npz) holds one assignment array per clustering; their statistics
-    (sizes, NMI to ``previous_clusters``, purity when labelled) go to its metadata and to
-    ``cluster_metrics``, so they show in the KFP UI."""
+    """k-means (faiss) into ``cluster.k`` clusters of the feature sets ``cluster.method`` clusters
+    (SDC/MDC/XDC: each modality; CDC: both joined). ``clusters`` (.npz) holds one assignment array
+    per clustering; their statistics (sizes, NMI to ``previous_clusters``, purity when labelled)
+    go to its metadata and to ``cluster_metrics``, so they show in the KFP UI."""
     from pathlib import Path
 
     from xdc_core.config import parse_config
     from xdc_core.steps import kmeans_step, named_inputs
 
-    cfg = parse_config(settings, {"cluster.method": method, "cluster.k": k, "seed": seed}, source="settings")
+    cfg = parse_config(settings)
     inputs = {
         "video_features": video_features.path,
         "audio_features": audio_features.path,
@@ -37,7 +34,8 @@ def kmeans(
             {"video": Path(video_features.path), "audio": Path(audio_features.path)}, cfg, iteration,
             Path(clusters.path), Path(previous_clusters.path) if previous_clusters else None,
         )
-    clusters.metadata.update({"method": method, "k": k, "iteration": iteration, "stats": stats})
+    clusters.metadata.update({"method": cfg.cluster.method, "k": cfg.cluster.k, "iteration": iteration,
+                              "stats": stats})
     for name, values in stats.items():
         for key, value in values.items():
             if isinstance(value, (int, float)) and key != "k":

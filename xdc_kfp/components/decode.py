@@ -6,7 +6,6 @@ from kfp.dsl import Dataset, Metrics, Output
 def decode(
     data_uri: str,
     settings: str,
-    k: int,
     run_evaluation: bool,
     decoded: Output[Dataset],
     decode_summary: Output[Metrics],
@@ -15,9 +14,9 @@ def decode(
     """Decode the videos listed in the manifest at ``data_uri`` (a path, or an ``s3://``/``minio://``
     URI whose videos are in the same bucket; ``""``: the embedded sample data).
 
-    Checks first that the data can make the run (``k`` at most the pretraining videos, unless
-    ``check_pretraining`` is off; labelled train/test splits when ``run_evaluation``). Unreadable
-    videos are quarantined with their reason (``quarantine.csv`` in the dataset), never fatal.
+    Checks first that the data can make the run (``cluster.k`` at most the pretraining videos,
+    unless ``check_pretraining`` is off; labelled train/test splits when ``run_evaluation``).
+    Unreadable videos are quarantined with their reason (``quarantine.csv`` in the dataset), never fatal.
     """
     import tempfile
     from pathlib import Path
@@ -25,7 +24,7 @@ def decode(
     from xdc_core.config import parse_config
     from xdc_core.steps import decode_step, named_inputs, sample_manifest
 
-    cfg = parse_config(settings, {"cluster.k": k}, source="settings")
+    cfg = parse_config(settings)
     with named_inputs("decode", {"data_uri": data_uri}):
         # a path or an s3:// / minio:// URI (credentials from the environment: a Kubernetes secret)
         manifest = data_uri or sample_manifest(Path(tempfile.mkdtemp(prefix="xdc-sample-")))

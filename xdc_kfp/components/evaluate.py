@@ -8,20 +8,19 @@ def evaluate(
     video_encoder: Input[Model],
     audio_encoder: Input[Model],
     settings: str,
-    seed: int,
     metrics: Output[Metrics],
     report: Output[Artifact],
 ):
     """Top-1 accuracy on ``evaluate.test_split`` of a classifier trained on ``evaluate.train_split``
-    over each encoder (and over the random init of ``seed``, the baseline). ``metrics`` holds the
-    top-1 numbers for the KFP UI; ``report`` the whole result as JSON."""
+    over each encoder (and over the random init of the settings' ``seed``, the baseline).
+    ``metrics`` holds the top-1 numbers for the KFP UI; ``report`` the whole result as JSON."""
     import json
     from pathlib import Path
 
     from xdc_core.config import parse_config
     from xdc_core.steps import evaluate_step, named_inputs
 
-    cfg = parse_config(settings, {"seed": seed}, source="settings")
+    cfg = parse_config(settings)
     inputs = {"decoded": decoded.path, "video_encoder": video_encoder.path, "audio_encoder": audio_encoder.path}
     with named_inputs("evaluate", inputs):
         results = evaluate_step(Path(decoded.path), cfg,

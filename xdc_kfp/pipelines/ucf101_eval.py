@@ -9,11 +9,13 @@ from collections.abc import Callable
 
 from kfp import dsl
 
-from components import DEFAULT_IMAGE, build_components
 from xdc_core.config import Config
+from xdc_kfp import DEFAULT_IMAGE
+from xdc_kfp.components import build_components
+from xdc_kfp.placement import Placement
+from xdc_kfp.run_parameters import settings_text
 
-from .placement import Placement, on_cpu, on_gpu, with_object_store
-from .xdc_pretrain import settings_text
+from .placement import anywhere, on_cpu, on_gpu, with_object_store
 
 PIPELINE_NAME = "ucf101-eval"
 
@@ -37,7 +39,13 @@ def build_eval_pipeline(
         seed: int = cfg.seed,
         settings: str = settings_text(cfg),
     ) -> None:
-        decode = c.decode(data_uri=data_uri, settings=settings, k=2, run_evaluation=True, check_pretraining=False)
+        # Only the seed is a parameter here; the other run parameters are the compiled settings'
+        # own, which evaluation does not read (it has its own evaluate.* schedule).
+        merge = c.settings(settings=settings, method=cfg.cluster.method, k=cfg.cluster.k,
+                           epochs=cfg.train.total_epochs, lr=cfg.train.lr, batch_size=cfg.train.batch_size, seed=seed)
+        anywhere(merge, place).set_display_name("settings")
+        # no pretraining here: the settings' k need not fit this dataset
+        decode = c.decode(data_uri=data_uri, settings=merge.output, run_evaluation=True, check_pretraining=False)
         on_cpu(with_object_store(decode, place), place).set_display_name("decode")
         encoders = {}
         for m, uri in (("video", video_encoder_uri), ("audio", audio_encoder_uri)):
@@ -46,7 +54,7 @@ def build_eval_pipeline(
             imported.set_display_name(f"import {m} encoder")
             encoders[m] = imported.output
         evaluate = c.evaluate(decoded=decode.outputs["decoded"], video_encoder=encoders["video"],
-                              audio_encoder=encoders["audio"], settings=settings, seed=seed)
+                              audio_encoder=encoders["audio"], settings=merge.output)
         on_gpu(evaluate, place).set_display_name("evaluate")
 
     return ucf101_eval

@@ -1,30 +1,28 @@
-"""The XDC pretraining pipeline: decode → [embed ∥ embed → k-means → train ∥ train] × N → evaluate.
+"""The XDC pretraining pipeline:
+
+    settings → decode → [embed ∥ embed → k-means → train ∥ train] × N → evaluate
 
 KFP v2 has no sequential loop over artifacts, so the clustering iterations are unrolled when the
 pipeline is compiled (``xdc pipeline compile --iterations N``). The run parameters (data URI,
 method, k, epochs, lr, batch size, seed) default to the settings it was compiled with; the whole
-settings tree is a parameter too, for what the others do not cover.
+settings tree is a parameter too, for what the others do not cover. The first task merges the
+run parameters into the settings; every other task reads only its output.
 """
 
 # No `from __future__ import annotations`: kfp reads the pipeline functions' annotations as types.
-import json
 from collections.abc import Callable
 
 from kfp import dsl
 
-from components import DEFAULT_IMAGE, build_components
-from xdc_core.config import Config
-from xdc_core.models import MODALITIES
+from xdc_core.config import MODALITIES, Config
+from xdc_kfp import DEFAULT_IMAGE
+from xdc_kfp.components import build_components
+from xdc_kfp.placement import Placement
+from xdc_kfp.run_parameters import settings_text
 
-from .placement import Placement, on_cpu, on_gpu, with_object_store
+from .placement import anywhere, on_cpu, on_gpu, with_object_store
 
 PIPELINE_NAME = "xdc-pretrain"
-
-
-def settings_text(cfg: Config) -> str:
-    """The settings as the text every component receives: one line of JSON (a YAML subset), since
-    kfp copies parameter defaults into a comment header of the compiled file, line breaks and all."""
-    return json.dumps(cfg.model_dump(), separators=(",", ":"))
 
 
 def build_pretrain_pipeline(
@@ -53,7 +51,12 @@ def build_pretrain_pipeline(
         run_evaluation: bool = True,
         settings: str = settings_text(cfg),
     ) -> None:
-        decode = c.decode(data_uri=data_uri, settings=settings, k=k, run_evaluation=run_evaluation)
+        merge = c.settings(settings=settings, method=method, k=k, epochs=epochs, lr=lr, batch_size=batch_size,
+                           seed=seed)
+        anywhere(merge, place).set_display_name("settings")
+        merged = merge.output
+
+        decode = c.decode(data_uri=data_uri, settings=merged, run_evaluation=run_evaluation)
         on_cpu(with_object_store(decode, place), place).set_display_name("decode")
         decoded = decode.outputs["decoded"]
 
@@ -62,25 +65,23 @@ def build_pretrain_pipeline(
         for it in range(1, iterations + 1):
             features = {}
             for m in MODALITIES:
-                embed = c.embed(decoded=decoded, modality=m, iteration=it, settings=settings, seed=seed,
+                embed = c.embed(decoded=decoded, modality=m, iteration=it, settings=merged,
                                 **({"encoder": encoders[m]} if m in encoders else {}))
                 on_gpu(embed, place).set_display_name(f"iter {it}: embed {m}")
                 features[m] = embed.outputs["features"]
             kmeans = c.kmeans(video_features=features["video"], audio_features=features["audio"], iteration=it,
-                              settings=settings, method=method, k=k, seed=seed,
-                              **({"previous_clusters": previous["clusters"]} if previous else {}))
+                              settings=merged, **({"previous_clusters": previous["clusters"]} if previous else {}))
             on_gpu(kmeans, place).set_display_name(f"iter {it}: k-means")
             previous = {"clusters": kmeans.outputs["clusters"]}
             for m in MODALITIES:
                 train = c.train_encoder(decoded=decoded, clusters=kmeans.outputs["clusters"], modality=m, iteration=it,
-                                        settings=settings, method=method, epochs=epochs, lr=lr, batch_size=batch_size,
-                                        seed=seed, **({"previous_encoder": encoders[m]} if m in encoders else {}))
+                                        settings=merged, **({"previous_encoder": encoders[m]} if m in encoders else {}))
                 on_gpu(train, place).set_display_name(f"iter {it}: train {m} encoder")
                 encoders[m] = train.outputs["encoder"]
 
         with dsl.If(run_evaluation == True, name="run-evaluation"):  # noqa: E712 (a pipeline condition, not Python)
             evaluate = c.evaluate(decoded=decoded, video_encoder=encoders["video"], audio_encoder=encoders["audio"],
-                                  settings=settings, seed=seed)
+                                  settings=merged)
             on_gpu(evaluate, place).set_display_name("evaluate")
 
     return xdc_pretrain

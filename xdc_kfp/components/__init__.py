@@ -1,9 +1,11 @@
 """The Kubeflow components of xdc, one module each, in the order data flows through them.
 
 Each is a lightweight KFP v2 component: a Python function whose body imports ``xdc_core`` and
-calls one step function, so the algorithm lives only in the library. They run in the project's
-image (``base_image``), which already holds everything: nothing is pip-installed at run time.
-The same functions run under ``kfp.local``'s SubprocessRunner in the project's own environment.
+calls one step function, so the algorithm lives only in the library. The first, ``settings``,
+merges the pipeline's run parameters into its settings; every other component reads only those
+merged settings. They run in the project's image (``base_image``), which already holds
+everything: nothing is pip-installed at run time. The same functions run under ``kfp.local``'s
+SubprocessRunner in the project's own environment.
 """
 
 from __future__ import annotations
@@ -13,22 +15,21 @@ from dataclasses import dataclass
 from kfp import dsl
 from kfp.dsl.base_component import BaseComponent
 
-from xdc_core import __version__
+from xdc_kfp import DEFAULT_IMAGE
 
 from .decode import decode
 from .embed import embed
 from .evaluate import evaluate
 from .kmeans import kmeans
+from .settings import settings
 from .train_encoder import train_encoder
-
-# The GPU image built from docker/Dockerfile.gpu (see docker/README.md); the tag follows the version.
-DEFAULT_IMAGE = f"ghcr.io/xdc-project/xdc:{__version__}-gpu"
 
 
 @dataclass(frozen=True)
 class Components:
-    """The five components, bound to one image."""
+    """The six components, bound to one image."""
 
+    settings: BaseComponent
     decode: BaseComponent
     embed: BaseComponent
     kmeans: BaseComponent
@@ -43,6 +44,6 @@ def build_components(image: str = DEFAULT_IMAGE) -> Components:
         return dsl.component(func, base_image=image, install_kfp_package=False)
 
     return Components(
-        decode=wrap(decode), embed=wrap(embed), kmeans=wrap(kmeans), train_encoder=wrap(train_encoder),
-        evaluate=wrap(evaluate),
+        settings=wrap(settings), decode=wrap(decode), embed=wrap(embed), kmeans=wrap(kmeans),
+        train_encoder=wrap(train_encoder), evaluate=wrap(evaluate),
     )

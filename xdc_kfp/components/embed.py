@@ -10,18 +10,17 @@ def embed(
     modality: str,
     iteration: int,
     settings: str,
-    seed: int,
     features: Output[Dataset],
     encoder: Optional[Input[Model]] = None,  # noqa: UP045 (kfp reads Optional, not X | None)
 ):
-    """Features of the ``modality`` encoder (``encoder``; none: the random init of ``seed``) for
-    every pretraining video of ``decoded``, as .npz (features, index, labels)."""
+    """Features of the ``modality`` encoder (``encoder``; none: the random init of the settings'
+    ``seed``) for every pretraining video of ``decoded``, as .npz (features, index, labels)."""
     from pathlib import Path
 
     from xdc_core.config import parse_config
     from xdc_core.steps import embed_step, named_inputs
 
-    cfg = parse_config(settings, {"seed": seed}, source="settings")
+    cfg = parse_config(settings)
     inputs = {"decoded": decoded.path, "encoder": encoder.path if encoder else None}
     with named_inputs(f"embed ({modality}, iteration {iteration})", inputs):
         embed_step(Path(decoded.path), modality, cfg, Path(encoder.path) if encoder else None, Path(features.path),

@@ -11,25 +11,19 @@ def train_encoder(
     modality: str,
     iteration: int,
     settings: str,
-    method: str,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    seed: int,
     encoder: Output[Model],
     previous_encoder: Optional[Input[Model]] = None,  # noqa: UP045 (kfp reads Optional, not X | None)
 ):
-    """Train the ``modality`` encoder, from ``previous_encoder`` (none: the random init of
-    ``seed``), to predict the clusters ``method`` gives it (XDC: the other modality's). Writes the
-    trunk's state dict (loads into torchvision's r2plus1d_18 / resnet18 at width 64)."""
+    """Train the ``modality`` encoder, from ``previous_encoder`` (none: the random init of the
+    settings' ``seed``), to predict the clusters ``cluster.method`` gives it (XDC: the other
+    modality's), with the ``train`` settings. Writes the trunk's state dict (loads into
+    torchvision's r2plus1d_18 / resnet18 at width 64)."""
     from pathlib import Path
 
     from xdc_core.config import parse_config
     from xdc_core.steps import named_inputs, train_step
 
-    overrides = {"cluster.method": method, "train.total_epochs": epochs, "train.lr": lr,
-                 "train.batch_size": batch_size, "seed": seed}
-    cfg = parse_config(settings, overrides, source="settings")
+    cfg = parse_config(settings)
     inputs = {"decoded": decoded.path, "clusters": clusters.path,
               "previous_encoder": previous_encoder.path if previous_encoder else None}
     with named_inputs(f"train-encoder ({modality}, iteration {iteration})", inputs):
@@ -37,7 +31,7 @@ def train_encoder(
                             Path(previous_encoder.path) if previous_encoder else None, Path(encoder.path),
                             progress=False)
     encoder.metadata.update({
-        "modality": modality, "iteration": iteration, "method": method, "epochs": result["epochs"],
+        "modality": modality, "iteration": iteration, "method": cfg.cluster.method, "epochs": result["epochs"],
         "best_epoch": result["best_epoch"], "stop_reason": result["stop_reason"],
         "train_loss": result["train_loss"], "val_loss": result["val_loss"],
         "framework": "pytorch", "architecture": "r2plus1d_18" if modality == "video" else "resnet18 (1-channel)",

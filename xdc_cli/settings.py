@@ -1,0 +1,77 @@
+"""How every command gets its settings: ``--config FILE|PRESET`` and ``--set KEY=VALUE``.
+
+The one default rule: without ``--config``, a command that computes here uses the paper's
+settings when this machine has a GPU and the CPU demo preset otherwise; a command that targets a
+Kubeflow cluster (``xdc pipeline compile|submit``) uses the paper's settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from xdc_core.config import Config, load_config
+from xdc_core.errors import ConfigError
+
+PRESETS = Path(__file__).resolve().parents[1] / "xdc_core" / "presets"  # package data of xdc_core
+
+
+def add_settings_args(p: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--set`` on a command's parser."""
+    g = p.add_argument_group("settings")
+    g.add_argument("--config", metavar="FILE|PRESET",
+                   help=f"YAML settings file, or a preset name from {PRESETS} (paper, cpu-demo); default: "
+                        "paper on a GPU machine or cluster, cpu-demo on a CPU")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set cluster.k=64 (repeatable)")
+
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``["cluster.k=64"]`` → ``{"cluster.k": 64}`` (values parsed as YAML)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, e.g. data.fps=15 (got {item!r})")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def preset_path(name: str) -> Path:
+    path = PRESETS / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
+        raise ConfigError(f"--config {name!r} is neither a file nor a preset ({known})")
+    return path
+
+
+def config_path(given: str | None, gpu: bool) -> Path:
+    """The settings file: ``given`` (a path, else a preset name), or the default for the target."""
+    if given is None:
+        return preset_path("paper" if gpu else "cpu-demo")
+    return Path(given) if Path(given).is_file() or "/" in given or given.endswith((".yaml", ".yml")) \
+        else preset_path(given)
+
+
+def flag_overrides(args: argparse.Namespace, flags: Mapping[str, str]) -> dict[str, Any]:
+    """``{setting: value}`` for the shortcut flags (``{"k": "cluster.k"}``) given on the command line."""
+    return {key: getattr(args, flag) for flag, key in flags.items() if getattr(args, flag, None) is not None}
+
+
+def load_settings(
+    args: argparse.Namespace, gpu: bool | None = None, overrides: Mapping[str, Any] | None = None
+) -> tuple[Config, Path]:
+    """The validated settings of a command and the file they came from. ``gpu``: whether the target
+    has one (None: this machine, unless ``device: cpu`` is asked for). ``overrides`` (dotted keys
+    as ``--set``) come before ``--set``, which wins."""
+    values = {**(overrides or {}), **parse_set(args.set or [])}
+    if gpu is None:
+        from xdc_core.device import resolve_device
+
+        gpu = resolve_device(values.get("device", "auto")).type == "cuda"
+    path = config_path(args.config, gpu)
+    return load_config(path, values), path

@@ -1,0 +1,62 @@
+"""What a run prints: the decode summary, one line per iteration, the accuracy table.
+
+The same lines come out of ``xdc run``, ``xdc step`` and ``xdc pipeline run-local``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+CROSS_MODAL = "cross_modal"  # the statistics key of the video-vs-audio cluster agreement
+
+
+def format_summary(summary: dict[str, Any], out: Path | str) -> str:
+    """The decode summary: accepted, quarantined by reason, speed."""
+    lines = [
+        f"decoded dataset: {out}",
+        f"  accepted     {summary['accepted']:>6}   ({summary['accepted_duration_s']:.1f} s of video)",
+        f"  quarantined  {summary['quarantined']:>6}   (reasons in {Path(out) / 'quarantine.csv'})",
+    ]
+    lines += [f"    {code:<22} {n}" for code, n in summary["reasons"].items()]
+    speed = f", {summary['videos_per_s']:.2f} videos/s" if summary.get("videos_per_s") else ""
+    lines.append(
+        f"  decoded now {summary['decoded_now']}, resumed {summary['resumed']}, "
+        f"{summary['elapsed_s']:.1f} s with {summary['workers']} workers{speed}"
+    )
+    return "\n".join(lines)
+
+
+def format_clusters(name: str, c: dict[str, Any]) -> str:
+    """One clustering's statistics: sizes min/median/max, NMI with the previous iteration, purity."""
+    if name == CROSS_MODAL:
+        return f"video-audio nmi {c['nmi']:.3f} (chance {c['nmi_chance']:.3f})"
+    prev = f" nmi-prev {c['nmi_previous']:.2f}" if c.get("nmi_previous") is not None else ""
+    lab = f" purity {c['purity']:.2f}" if c.get("purity") is not None else ""
+    return f"{name} clusters k={c['k']} {c['sizes_min']}/{c['sizes_median']:g}/{c['sizes_max']}{prev}{lab}"
+
+
+def format_train(modality: str, r: dict[str, Any]) -> str:
+    """One encoder's training: first and last epoch's loss, best held-out loss, why it stopped."""
+    loss = f"loss {r['train_loss'][0]:.2f}→{r['train_loss'][-1]:.2f}" if r["train_loss"] else "no epochs"
+    val = f" held-out {min(r['val_loss']):.2f}" if r["val_loss"] else ""
+    return f"{modality} {loss}{val} ({r['stop_reason']})"
+
+
+def format_results(metrics: dict[str, Any]) -> str:
+    """A small table of top-1 accuracies, then the paired difference from random init."""
+    method = str(metrics["method"]).upper()
+    rows = [(f"{method} linear probe", metrics["probe"])]
+    if "finetune" in metrics:
+        rows.append((f"{method} finetune", metrics["finetune"]))
+    rows.append(("random init linear probe", metrics["baseline_random"]))
+    if "baseline_random_finetune" in metrics:
+        rows.append(("random init finetune", metrics["baseline_random_finetune"]))
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{'top-1 on the test split':<{width}}   video   audio"]
+    lines += [f"{name:<{width}}   {r['video']['top1']:.3f}   {r['audio']['top1']:.3f}" for name, r in rows]
+    if "probe_vs_random" in metrics:
+        lines.append(f"linear probe, {method} minus random init (paired, 95% bootstrap interval over the test videos):")
+        for m, d in metrics["probe_vs_random"].items():
+            lines.append(f"  {m}: {d['delta']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
+    return "\n".join(lines)

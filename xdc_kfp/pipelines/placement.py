@@ -1,0 +1,53 @@
+"""Apply a :class:`~xdc_kfp.placement.Placement` to tasks: GPU tasks on the GPU node pool,
+``decode`` on CPU nodes, the settings task anywhere.
+
+Kubernetes-only settings (node selectors, tolerations, volumes) come from ``kfp-kubernetes``;
+``kfp.local`` ignores them, so the same pipeline also runs on one machine.
+"""
+
+from __future__ import annotations
+
+from kfp import kubernetes
+from kfp.dsl import PipelineTask
+
+from xdc_kfp.placement import Placement
+
+
+def on_gpu(task: PipelineTask, p: Placement) -> PipelineTask:
+    """One GPU on the GPU pool, CPU and memory for the loaders, and an in-memory /dev/shm."""
+    task.set_accelerator_type(p.accelerator).set_accelerator_limit(p.gpus_per_task)
+    task.set_cpu_request(p.gpu_cpu).set_memory_request(p.gpu_memory)
+    kubernetes.add_node_selector(task, label_key=p.gpu_node_label[0], label_value=p.gpu_node_label[1])
+    kubernetes.add_toleration(task, key=p.accelerator, operator="Exists", effect="NoSchedule")
+    kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=p.shm_size)
+    return anywhere(task, p)
+
+
+def on_cpu(task: PipelineTask, p: Placement) -> PipelineTask:
+    """CPU nodes only: no accelerator, no GPU toleration."""
+    task.set_cpu_request(p.cpu_cpu).set_memory_request(p.cpu_memory)
+    if p.cpu_node_label is not None:
+        kubernetes.add_node_selector(task, label_key=p.cpu_node_label[0], label_value=p.cpu_node_label[1])
+    return anywhere(task, p)
+
+
+def anywhere(task: PipelineTask, p: Placement) -> PipelineTask:
+    """Any node, the cluster's default resources (enough for a task that only computes parameters).
+
+    Every task gets the retries and caching: retries cover preempted nodes and flaky storage;
+    caching skips a step whose inputs and parameters did not change since a previous run.
+    """
+    task.set_retry(num_retries=p.retries, backoff_duration=p.retry_backoff, backoff_factor=2.0)
+    task.set_caching_options(True)
+    return task
+
+
+def with_object_store(task: PipelineTask, p: Placement) -> PipelineTask:
+    """The object-store credentials as environment variables from the secret, never in the spec."""
+    access, secret = p.s3_secret_keys
+    kubernetes.use_secret_as_env(
+        task, secret_name=p.s3_secret, secret_key_to_env={access: "XDC_S3_ACCESS_KEY", secret: "XDC_S3_SECRET_KEY"}
+    )
+    task.set_env_variable("XDC_S3_ENDPOINT", p.s3_endpoint)
+    task.set_env_variable("XDC_S3_SECURE", "true" if p.s3_secure else "false")
+    return task

@@ -1,0 +1,33 @@
+"""Where each task of a pipeline runs on a cluster, as plain values (no kfp import).
+
+:mod:`xdc_kfp.pipelines.placement` applies them to the tasks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Resources and scheduling of the pipeline's tasks; the defaults suit one GPU per task on a
+    pool labelled by NVIDIA's GPU operator (``nvidia.com/gpu.present=true``) and tainted
+    ``nvidia.com/gpu:NoSchedule``."""
+
+    accelerator: str = "nvidia.com/gpu"
+    gpus_per_task: int = 1
+    gpu_node_label: tuple[str, str] = ("nvidia.com/gpu.present", "true")
+    gpu_cpu: str = "8"  # DataLoader workers decode video on the CPU
+    gpu_memory: str = "48Gi"
+    shm_size: str = "16Gi"  # /dev/shm for DataLoader worker batches (the container default is 64 MiB)
+    cpu_node_label: tuple[str, str] | None = None  # e.g. ("pool", "cpu"); None: any node
+    cpu_cpu: str = "16"  # decode runs one worker process per core
+    cpu_memory: str = "32Gi"
+    retries: int = 2
+    retry_backoff: str = "60s"
+    # Object-store access for tasks that read raw data by URI: the Kubernetes secret holding the
+    # keys (Kubeflow's own MinIO secret by default) and the endpoint, passed as XDC_S3_* variables.
+    s3_secret: str = "mlpipeline-minio-artifact"
+    s3_secret_keys: tuple[str, str] = ("accesskey", "secretkey")
+    s3_endpoint: str = "minio-service.kubeflow:9000"
+    s3_secure: bool = False

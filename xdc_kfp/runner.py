@@ -1,0 +1,157 @@
+"""What ``xdc pipeline`` does: compile a pipeline, run it through ``kfp.local``, or submit it.
+
+Plain functions over validated settings, so the command line (``xdc_cli.pipeline``) only parses
+arguments, and a notebook or a test can call the same things.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kfp import compiler
+
+from xdc_core import store
+from xdc_core.config import Config
+from xdc_core.errors import XdcError
+
+from .pipelines.ucf101_eval import PIPELINE_NAME as EVAL_PIPELINE
+from .pipelines.ucf101_eval import build_eval_pipeline
+from .pipelines.xdc_pretrain import PIPELINE_NAME as PRETRAIN_PIPELINE
+from .pipelines.xdc_pretrain import build_pretrain_pipeline
+from .placement import Placement
+from .run_parameters import merge_run_parameters, settings_text
+
+
+class PipelineError(XdcError):
+    """A pipeline could not be compiled, run or submitted; the message says what to do."""
+
+
+def run_arguments(given: Mapping[str, Any], cfg: Config) -> dict[str, Any]:
+    """The run parameters given (names of :data:`xdc_core.config.RUN_PARAMETERS` → value; None:
+    not given) as pipeline arguments, checked against ``cfg`` first: a bad value fails here with
+    :class:`~xdc_core.errors.ConfigError` naming the setting, not later inside a pod."""
+    arguments = {name: value for name, value in given.items() if value is not None}
+    merge_run_parameters(settings_text(cfg), arguments, source="the run parameters")
+    return arguments
+
+
+def compile_pipeline(
+    which: str, cfg: Config, iterations: int, out: Path, image: str, placement: Placement
+) -> Path:
+    """Compile ``which`` (xdc-pretrain, with ``iterations`` clustering iterations, or ucf101-eval)
+    with its parameters' defaults from ``cfg`` to ``out``, then load it back with kfp's own loader."""
+    from kfp.components import load_component_from_file
+
+    if which == PRETRAIN_PIPELINE:
+        func = build_pretrain_pipeline(iterations, cfg, image, placement)
+    elif which == EVAL_PIPELINE:
+        func = build_eval_pipeline(cfg, image, placement)
+    else:
+        raise PipelineError(f"no pipeline {which!r}: there are {PRETRAIN_PIPELINE} and {EVAL_PIPELINE}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(func, str(out))
+    load_component_from_file(str(out))  # the file a user uploads must load, not just be written
+    return out
+
+
+def task_outputs(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per task folder of a local run: its output artifacts (name → {uri, metadata})."""
+    tasks: dict[str, dict[str, Any]] = {}
+    for executor_output in sorted(run_dir.glob("*/executor_output.json")):
+        produced = json.loads(executor_output.read_text()).get("artifacts", {})
+        tasks[executor_output.parent.name] = {
+            name: {"uri": a["artifacts"][0]["uri"], "metadata": a["artifacts"][0].get("metadata", {})}
+            for name, a in produced.items()
+        }
+    return tasks
+
+
+def run_local(
+    data: str | Path | None, out: Path, cfg: Config, iterations: int, arguments: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Run the pretraining pipeline through ``kfp.local`` in this Python environment.
+
+    ``data``: the manifest, a path or an ``s3://`` URI (None: the embedded sample data);
+    ``out``: the pipeline root and the task cache (rerunning into it skips the finished tasks);
+    ``arguments``: the pipeline's arguments besides ``data_uri`` (see :func:`run_arguments`).
+    Returns the run folder and where its outputs are: ``decoded``, ``encoders`` (modality →
+    URI), ``metrics``, ``report``, and ``results``, the evaluation report (None with
+    ``run_evaluation=False``).
+    """
+    from kfp import local
+
+    out = out.resolve()
+    root = out / "pipeline_root"
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),  # the components import xdc_core from this env
+        pipeline_root=str(root),
+        raise_on_error=True,
+        enable_caching=True,  # rerunning into the same folder skips the tasks that already finished
+        cache_root=str(out / "cache"),
+    )
+    before = set(root.glob("*")) if root.is_dir() else set()
+    pipeline = build_pretrain_pipeline(iterations, cfg)
+    uri = "" if not data else str(data) if store.is_remote(data) else str(Path(data).resolve())
+    try:
+        pipeline(data_uri=uri, **arguments)
+    except RuntimeError as err:  # kfp.local's "task X failed"; the task's own error is in its log above
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # kfp colours the task name and status
+        raise PipelineError(f"kfp.local: {plain.rstrip('.')}; the failed task's log above says why") from None
+    runs = sorted(set(root.glob("*")) - before, key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise PipelineError(f"kfp.local finished but wrote no run folder under {root}")
+    run_dir = runs[-1]
+    tasks = task_outputs(run_dir)
+    encoders = {
+        a["metadata"]["modality"]: a["uri"]
+        for outputs in tasks.values()
+        for name, a in outputs.items()
+        if name == "encoder" and a["metadata"].get("iteration") == iterations
+    }
+    report_uri = tasks.get("evaluate", {}).get("report", {}).get("uri")
+    return {
+        "run_dir": str(run_dir),
+        "decoded": tasks["decode"]["decoded"]["uri"],
+        "encoders": encoders,
+        # a Metrics artifact's values live in its metadata (the KFP UI reads them from there)
+        "metrics": tasks.get("evaluate", {}).get("metrics", {}).get("metadata"),
+        "report": report_uri,
+        "results": json.loads(Path(report_uri).read_text()) if report_uri else None,
+    }
+
+
+def submit(
+    host: str,
+    cfg: Config,
+    iterations: int,
+    arguments: Mapping[str, Any],
+    image: str,
+    placement: Placement,
+    run_name: str | None = None,
+    experiment: str = "xdc",
+) -> str:
+    """Compile the pretraining pipeline and start a run of it with ``arguments`` (``data_uri`` and
+    those of :func:`run_arguments`) on the Kubeflow Pipelines API at ``host``; returns the run's id."""
+    import kfp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(PRETRAIN_PIPELINE, cfg, iterations, Path(tmp) / "xdc_pretrain.yaml", image,
+                                   placement)
+        try:
+            client = kfp.Client(host=host)
+            result = client.create_run_from_pipeline_package(
+                str(package), arguments=dict(arguments), run_name=run_name, experiment_name=experiment
+            )
+        except Exception as err:  # kfp raises urllib3, requests and ApiException types for the same cause
+            raise PipelineError(
+                f"cannot submit to the Kubeflow Pipelines API at {host}: {type(err).__name__}: "
+                f"{str(err).splitlines()[0][:300]}\n  check --host (the KFP API or UI address, e.g. "
+                "http://localhost:8080 after `kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`) "
+                "and that you are signed in"
+            ) from None
+    return str(result.run_id)
