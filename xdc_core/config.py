@@ -89,9 +89,20 @@ class DecodeConfig(_Strict):
     crf: int = Field(20, ge=0, le=51, description="x264 quality of the re-encoded video (lower is better)")
 
 
-class ModelConfig(_Strict):
-    """Encoder sizes: ``width`` is the first stage's channels (64 = torchvision's R(2+1)D-18 / ResNet-18)."""
+# The video encoders (xdc_core/models.py): torchvision's R(2+1)D-18, and the VMZ/Caffe2 one of the
+# released XDC models (other (2+1)D middle channels in layers 2-4, BatchNorm eps 1e-3).
+VIDEO_ARCHS = ("r2plus1d_18", "r2plus1d_18_vmz")
+VideoArch = Literal[VIDEO_ARCHS]  # type: ignore[valid-type]
 
+
+class ModelConfig(_Strict):
+    """Encoders: the video architecture, and sizes (``width``: the first stage's channels, 64 = full size)."""
+
+    video_arch: VideoArch = Field(
+        "r2plus1d_18",
+        description="video encoder: r2plus1d_18 (torchvision's) | r2plus1d_18_vmz (the released XDC models' "
+        "VMZ R(2+1)D-18, what `xdc checkpoint import` writes)",
+    )
     video_width: int = Field(64, ge=4, le=256, description="R(2+1)D-18 first-stage width")
     audio_width: int = Field(64, ge=4, le=256, description="ResNet-18 first-stage width")
 

@@ -91,7 +91,7 @@ def run(
         publish(root)
     n = pretrain_videos(root, cfg)
     log(f"{cfg.cluster.method.upper()} on {root}, {n} videos, k={cfg.cluster.k}, {cfg.cluster.iterations} "
-        f"iterations, device {resolve_device(cfg.device)}, encoders: R(2+1)D-18 width {cfg.model.video_width}, "
+        f"iterations, device {resolve_device(cfg.device)}, encoders: {cfg.model.video_arch} width {cfg.model.video_width}, "
         f"ResNet-18 width {cfg.model.audio_width}")
 
     for m in MODALITIES:  # iteration 0: the random init, as a file like every later encoder

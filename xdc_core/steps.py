@@ -135,10 +135,11 @@ def decode_step(
 
 
 def init_encoder(modality: Modality, cfg: Config) -> nn.Module:
-    """The random-init trunk of ``modality``: a pure function of ``cfg.seed`` and the width."""
+    """The random-init trunk of ``modality``: a pure function of ``cfg.seed``, the width and
+    (video) ``model.video_arch``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed * len(MODALITIES) + MODALITIES.index(modality))
-        return build_trunk(modality, getattr(cfg.model, f"{modality}_width"))
+        return build_trunk(modality, getattr(cfg.model, f"{modality}_width"), cfg.model.video_arch)
 
 
 def load_encoder(modality: Modality, cfg: Config, path: Path | None) -> nn.Module:
@@ -153,8 +154,9 @@ def load_encoder(modality: Modality, cfg: Config, path: Path | None) -> nn.Modul
         state = torch.load(path, map_location="cpu", weights_only=True)
         trunk.load_state_dict(state)
     except Exception as err:  # torch raises several types for truncated or foreign files
+        arch = f"{cfg.model.video_arch} (model.video_arch) " if modality == "video" else ""
         raise InputError(
-            f"{path} is not a {modality} encoder of width {getattr(cfg.model, f'{modality}_width')} "
+            f"{path} is not a {modality} encoder {arch}of width {getattr(cfg.model, f'{modality}_width')} "
             f"(model.{modality}_width): {str(err).splitlines()[0]}"
         ) from None
     return trunk
