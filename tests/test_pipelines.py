@@ -144,7 +144,7 @@ def test_settings_component_merges_the_run_parameters(tmp_path, capfd):
     merged = json.loads(merge(settings=json.dumps(TINY_SETTINGS), **given).output)
     assert (merged["cluster"]["method"], merged["cluster"]["k"], merged["seed"]) == ("sdc", 2, 7)
     assert (merged["train"]["total_epochs"], merged["train"]["lr"], merged["train"]["batch_size"]) == (3, 0.2, 4)
-    assert merged["model"] == TINY_SETTINGS["model"]  # the rest as given
+    assert merged["model"] == build_config(TINY_SETTINGS).model.model_dump()  # the rest as given
     with pytest.raises(RuntimeError):
         merge(settings=json.dumps(TINY_SETTINGS), **(given | {"k": 1}))
     err = capfd.readouterr()
@@ -170,7 +170,7 @@ def test_compile_command_writes_loadable_yaml_for_both_pipelines(tmp_path):
 def test_submit_to_an_unreachable_host_says_so():
     r = xdc("pipeline", "submit", "--host", "http://127.0.0.1:9", "--k", "8")
     assert r.returncode == 2
-    assert "cannot submit to the Kubeflow Pipelines API at http://127.0.0.1:9" in r.stderr
+    assert "cannot reach the Kubeflow Pipelines API at http://127.0.0.1:9" in r.stderr
     assert "--host" in r.stderr
 
 

@@ -5,6 +5,9 @@
     xdc decode         a manifest → the training-ready dataset (the plan checked first)
     xdc step ...       one step per process: the commands of the DVC stages (xdc_cli/step.py)
     xdc dvc-yaml       dvc.yaml from params.yaml (xdc_cli/dvc_yaml.py)
+    xdc dataset ...    UCF101 / HMDB51 split lists → a manifest (xdc_cli/dataset.py)
+    xdc regress        the UCF101 split-1 regression gate (xdc_cli/regress.py)
+    xdc checkpoint     import a released XDC model (xdc_cli/checkpoint.py)
     xdc pipeline ...   Kubeflow: compile, run-local, submit (xdc_cli/pipeline.py; kfp imported then)
     xdc probe, config  inspect media files, print the effective settings
 
@@ -25,9 +28,12 @@ from xdc_core import store
 from xdc_core.config import METHODS
 from xdc_core.errors import ConfigError, XdcError
 
+from .checkpoint import add_checkpoint_parser
+from .dataset import add_dataset_parser
 from .dvc_yaml import add_dvc_yaml_parser
 from .paths import local_output
 from .pipeline import add_pipeline_parser
+from .regress import add_regress_parser
 from .settings import add_settings_args, flag_overrides, load_settings
 from .step import add_step_parser
 
@@ -145,8 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_decode)
 
     add_step_parser(sub)
+    add_checkpoint_parser(sub)
+    add_dataset_parser(sub)
     add_dvc_yaml_parser(sub)
     add_pipeline_parser(sub)
+    add_regress_parser(sub)
 
     p = sub.add_parser("probe", help="print the streams, duration and frame rate of media files")
     p.add_argument("files", nargs="+", help="media files, paths or s3:// URIs")

@@ -60,3 +60,19 @@ def format_results(metrics: dict[str, Any]) -> str:
         for m, d in metrics["probe_vs_random"].items():
             lines.append(f"  {m}: {d['delta']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
     return "\n".join(lines)
+
+
+def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """Evaluation results as flat named numbers, the names the KFP UI and the regression gate use:
+    ``video_probe_top1``, ``audio_baseline_random_top1``, ``video_probe_vs_random_delta``,
+    ``video_probe_vs_random_ci95_low``/``_high``."""
+    flat: dict[str, float] = {}
+    for kind, per_modality in results.items():
+        for modality, r in per_modality.items():
+            if "top1" in r:
+                flat[f"{modality}_{kind}_top1"] = float(r["top1"])
+            else:  # a paired difference and its 95% interval
+                flat[f"{modality}_{kind}_delta"] = float(r["delta"])
+                flat[f"{modality}_{kind}_ci95_low"] = float(r["ci95"][0])
+                flat[f"{modality}_{kind}_ci95_high"] = float(r["ci95"][1])
+    return flat

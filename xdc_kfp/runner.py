@@ -71,6 +71,37 @@ def task_outputs(run_dir: Path) -> dict[str, dict[str, Any]]:
     return tasks
 
 
+def _data_uri(data: str | Path | None) -> str:
+    return "" if not data else str(data) if store.is_remote(data) else str(Path(data).resolve())
+
+
+def _run_locally(pipeline: Any, out: Path, arguments: Mapping[str, Any]) -> Path:
+    """Run ``pipeline`` with ``arguments`` through ``kfp.local`` in this Python environment, with
+    its pipeline root and task cache under ``out`` (a rerun skips the tasks that finished); returns
+    the run's folder."""
+    from kfp import local
+
+    out = out.resolve()
+    root = out / "pipeline_root"
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),  # the components import xdc_core from this env
+        pipeline_root=str(root),
+        raise_on_error=True,
+        enable_caching=True,
+        cache_root=str(out / "cache"),
+    )
+    before = set(root.glob("*")) if root.is_dir() else set()
+    try:
+        pipeline(**arguments)
+    except RuntimeError as err:  # kfp.local's "task X failed"; the task's own error is in its log above
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # kfp colours the task name and status
+        raise PipelineError(f"kfp.local: {plain.rstrip('.')}; the failed task's log above says why") from None
+    runs = sorted(set(root.glob("*")) - before, key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise PipelineError(f"kfp.local finished but wrote no run folder under {root}")
+    return runs[-1]
+
+
 def run_local(
     data: str | Path | None, out: Path, cfg: Config, iterations: int, arguments: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -83,29 +114,8 @@ def run_local(
     URI), ``metrics``, ``report``, and ``results``, the evaluation report (None with
     ``run_evaluation=False``).
     """
-    from kfp import local
-
-    out = out.resolve()
-    root = out / "pipeline_root"
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),  # the components import xdc_core from this env
-        pipeline_root=str(root),
-        raise_on_error=True,
-        enable_caching=True,  # rerunning into the same folder skips the tasks that already finished
-        cache_root=str(out / "cache"),
-    )
-    before = set(root.glob("*")) if root.is_dir() else set()
     pipeline = build_pretrain_pipeline(iterations, cfg)
-    uri = "" if not data else str(data) if store.is_remote(data) else str(Path(data).resolve())
-    try:
-        pipeline(data_uri=uri, **arguments)
-    except RuntimeError as err:  # kfp.local's "task X failed"; the task's own error is in its log above
-        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # kfp colours the task name and status
-        raise PipelineError(f"kfp.local: {plain.rstrip('.')}; the failed task's log above says why") from None
-    runs = sorted(set(root.glob("*")) - before, key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise PipelineError(f"kfp.local finished but wrote no run folder under {root}")
-    run_dir = runs[-1]
+    run_dir = _run_locally(pipeline, out, {"data_uri": _data_uri(data), **arguments})
     tasks = task_outputs(run_dir)
     encoders = {
         a["metadata"]["modality"]: a["uri"]
@@ -125,6 +135,50 @@ def run_local(
     }
 
 
+def evaluate_local(data: str | Path, encoders: Mapping[str, str | Path], cfg: Config, out: Path) -> dict[str, Any]:
+    """Run the ucf101-eval pipeline through ``kfp.local`` on the labelled manifest ``data`` and the
+    encoder checkpoints ``encoders`` (modality → path or URI); returns the evaluation report."""
+    uris = {m: _data_uri(encoders[m]) for m in ("video", "audio")}
+    run_dir = _run_locally(build_eval_pipeline(cfg), out, {
+        "data_uri": _data_uri(data), "video_encoder_uri": uris["video"], "audio_encoder_uri": uris["audio"],
+        "seed": cfg.seed})
+    report = task_outputs(run_dir).get("evaluate", {}).get("report", {}).get("uri")
+    if report is None:
+        raise PipelineError(f"the ucf101-eval run in {run_dir} wrote no evaluation report")
+    return json.loads(Path(report).read_text())
+
+
+def _connect(host: str) -> Any:
+    import kfp
+
+    try:
+        client = kfp.Client(host=host)
+        client.list_experiments(page_size=1)  # kfp.Client connects lazily: fail here, naming the host
+        return client
+    except Exception as err:  # kfp raises urllib3, requests and ApiException types for the same cause
+        raise PipelineError(
+            f"cannot reach the Kubeflow Pipelines API at {host}: {type(err).__name__}: "
+            f"{str(err).splitlines()[0][:300]}\n  check --host (the KFP API or UI address, e.g. "
+            "http://localhost:8080 after `kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`) "
+            "and that you are signed in"
+        ) from None
+
+
+def _start(host: str, which: str, cfg: Config, iterations: int, arguments: Mapping[str, Any], image: str,
+           placement: Placement, run_name: str | None, experiment: str) -> tuple[Any, str]:
+    """Compile ``which`` and start a run of it on ``host``: (the client, the run's id)."""
+    client = _connect(host)
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(which, cfg, iterations, Path(tmp) / f"{which}.yaml", image, placement)
+        try:
+            result = client.create_run_from_pipeline_package(
+                str(package), arguments=dict(arguments), run_name=run_name, experiment_name=experiment)
+        except Exception as err:  # noqa: BLE001 - the API's refusal, whatever its type, is the user's to read
+            raise PipelineError(f"the KFP API at {host} refused the {which} run: {type(err).__name__}: "
+                                f"{str(err).splitlines()[0][:300]}") from None
+    return client, str(result.run_id)
+
+
 def submit(
     host: str,
     cfg: Config,
@@ -137,21 +191,31 @@ def submit(
 ) -> str:
     """Compile the pretraining pipeline and start a run of it with ``arguments`` (``data_uri`` and
     those of :func:`run_arguments`) on the Kubeflow Pipelines API at ``host``; returns the run's id."""
-    import kfp
+    _, run_id = _start(host, PRETRAIN_PIPELINE, cfg, iterations, arguments, image, placement, run_name, experiment)
+    return run_id
 
-    with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(PRETRAIN_PIPELINE, cfg, iterations, Path(tmp) / "xdc_pretrain.yaml", image,
-                                   placement)
-        try:
-            client = kfp.Client(host=host)
-            result = client.create_run_from_pipeline_package(
-                str(package), arguments=dict(arguments), run_name=run_name, experiment_name=experiment
-            )
-        except Exception as err:  # kfp raises urllib3, requests and ApiException types for the same cause
-            raise PipelineError(
-                f"cannot submit to the Kubeflow Pipelines API at {host}: {type(err).__name__}: "
-                f"{str(err).splitlines()[0][:300]}\n  check --host (the KFP API or UI address, e.g. "
-                "http://localhost:8080 after `kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`) "
-                "and that you are signed in"
-            ) from None
-    return str(result.run_id)
+
+def evaluate_on_host(
+    host: str, data_uri: str, encoders: Mapping[str, str], cfg: Config, image: str, placement: Placement,
+    pipeline_root: str, timeout_s: float, experiment: str = "xdc-regression",
+) -> dict[str, Any]:
+    """Run the ucf101-eval pipeline on the cluster at ``host``, wait for it (at most ``timeout_s``)
+    and return its evaluation report, read from the object store under ``pipeline_root`` (the
+    cluster's default pipeline root, e.g. ``minio://mlpipeline/v2/artifacts``)."""
+    arguments = {"data_uri": data_uri, "video_encoder_uri": encoders["video"],
+                 "audio_encoder_uri": encoders["audio"], "seed": cfg.seed}
+    client, run_id = _start(host, EVAL_PIPELINE, cfg, 1, arguments, image, placement, None, experiment)
+    try:
+        run = client.wait_for_run_completion(run_id, timeout=timeout_s)
+    except Exception as err:  # noqa: BLE001 - kfp raises TimeoutError or API errors
+        raise PipelineError(f"run {run_id} on {host} did not finish within {timeout_s:.0f} s: {err}") from None
+    state = str(getattr(run, "state", "")).upper()
+    if "SUCCEEDED" not in state:
+        raise PipelineError(f"run {run_id} on {host} ended {state or 'in an unknown state'}: see it in the KFP UI")
+    # KFP v2 writes each output under <root>/<pipeline>/<run id>/<task>/<execution>/<name>.
+    prefix = f"{pipeline_root.rstrip('/')}/{EVAL_PIPELINE}/{run_id}"
+    reports = [k for k in store.list_keys(prefix) if k.startswith("evaluate/") and k.endswith("/report")]
+    if not reports:
+        raise PipelineError(f"run {run_id} succeeded but no evaluation report is under {prefix}: check "
+                            "--pipeline-root (the cluster's default pipeline root)")
+    return json.loads(store.read_bytes(f"{prefix}/{reports[0]}"))

@@ -18,6 +18,7 @@ def evaluate(
     from pathlib import Path
 
     from xdc_core.config import parse_config
+    from xdc_core.report import flat_metrics
     from xdc_core.steps import evaluate_step, named_inputs
 
     cfg = parse_config(settings)
@@ -25,12 +26,6 @@ def evaluate(
     with named_inputs("evaluate", inputs):
         results = evaluate_step(Path(decoded.path), cfg,
                                 {"video": Path(video_encoder.path), "audio": Path(audio_encoder.path)}, progress=False)
-    for kind, per_modality in results.items():
-        for modality, r in per_modality.items():
-            if "top1" in r:
-                metrics.log_metric(f"{modality}_{kind}_top1", float(r["top1"]))
-            else:  # probe_vs_random: the paired difference and its 95% interval
-                metrics.log_metric(f"{modality}_{kind}_delta", float(r["delta"]))
-                metrics.log_metric(f"{modality}_{kind}_ci95_low", float(r["ci95"][0]))
-                metrics.log_metric(f"{modality}_{kind}_ci95_high", float(r["ci95"][1]))
+    for name, value in flat_metrics(results).items():
+        metrics.log_metric(name, value)
     Path(report.path).write_text(json.dumps(results, indent=2) + "\n")
