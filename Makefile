@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[cpu,pipelines,storage,metrics,dev]'
+	$(BIN)/pip install --quiet -e '.[cpu,pipelines,storage,dev]'
 	$(BIN)/pip check
 	touch $@
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from prometheus_servers import monitoring  # noqa: F401  (a real Pushgateway and Prometheus for the metrics tests)
 from s3_server import bucket, s3_env, s3_server  # noqa: F401  (a real S3 server for the storage tests)
 
 from xdc_core.config import DataConfig
@@ -17,9 +18,9 @@ REAL_CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "r
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that uses the real S3 server is an integration test, wherever it is."""
+    """A test that uses a real server (S3, Pushgateway, Prometheus) is an integration test, wherever it is."""
     for item in items:
-        if {"bucket", "s3_env", "s3_server"} & set(getattr(item, "fixturenames", ())):
+        if {"bucket", "s3_env", "s3_server", "monitoring"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
 
 

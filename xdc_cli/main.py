@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import yaml
@@ -129,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: auto = cuda when present)")
     p.add_argument("--no-eval", action="store_true", help="pretrain only (for data without labels)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve the run's Prometheus metrics at http://127.0.0.1:PORT/metrics while it runs")
     add_settings_args(p)
     p.set_defaults(func=cmd_run)
 
@@ -167,12 +170,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _metrics_exported(args: argparse.Namespace) -> AbstractContextManager[None]:
+    """The metrics of the commands that compute, pushed to $XDC_PUSHGATEWAY under a task name like
+    ``train-video-2`` (and served with ``xdc run --metrics-port``); other commands export nothing."""
+    if args.command not in ("run", "decode", "step"):
+        return nullcontext()
+    from xdc_core.metrics import exported
+
+    parts = [args.command if args.command != "step" else args.step, getattr(args, "modality", None),
+             getattr(args, "iteration", None)]
+    return exported("-".join(str(p) for p in parts if p is not None), port=getattr(args, "metrics_port", None))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``xdc``: 0 done, 2 unusable input, settings or storage, 130 interrupted."""
     args = build_parser().parse_args(argv)
     name = " ".join(filter(None, [args.command, getattr(args, "step", None), getattr(args, "pipeline_command", None)]))
     try:
-        return int(args.func(args))
+        with _metrics_exported(args):
+            return int(args.func(args))
     except XdcError as err:
         print(f"xdc {name}: error: {err}", file=sys.stderr)
         return 2

@@ -51,6 +51,7 @@ from .media.errors import FileMissing, MediaError, TooShort, Truncated, Unexpect
 from .media.file import MediaFile, scaled_size
 from .media.timing import resample_frames
 from .media.x264 import reproducible_params
+from .metrics import record_decoded
 from .store import atomic_write, write_json
 
 FORMAT_VERSION = 2  # 2: x264 without its AVX-512 kernel (byte-reproducible files, media/x264.py)
@@ -341,6 +342,7 @@ def decode_dataset(manifest: str | Path, out_dir: str | Path, config: Config, pr
             journal.write(json.dumps(rec) + "\n")
             journal.flush()
             bar.update(1)
+            record_decoded(rec, bar.n, time.perf_counter() - started)
 
         _run_pool(todo, config.decode.workers, _Task(str(out), config.data, config.decode), on_done)
 

@@ -11,6 +11,7 @@ gives the same numbers.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import metrics
 from .config import MODALITIES, Config
 from .dataset import ClipDataset, read_index
 from .decode import DatasetMismatch, decode_dataset
@@ -183,9 +185,11 @@ def embed_step(
     split = _pretrain_split_of(root, cfg)
     dataset = ClipDataset(root, cfg.data, "eval", split, (modality,), clips=cfg.embed.clips)
     trunk = load_encoder(modality, cfg, encoder)
+    started = time.perf_counter()
     feats, index, labels = embed(
         trunk, dataset, modality, cfg.embed.batch_size, cfg.embed.workers, resolve_device(cfg.device), progress
     )
+    metrics.EMBED_RATE.labels(modality=modality).set(len(index) * cfg.embed.clips / (time.perf_counter() - started))
     with atomic_write(out) as f:
         np.savez(f, features=feats.astype(np.float32), index=index, labels=labels)
     return Path(out)
@@ -211,11 +215,15 @@ def _load_npz(path: Path, what: str, keys: tuple[str, ...]) -> dict[str, np.ndar
 
 def kmeans_step(
     features: dict[str, Path], cfg: Config, iteration: int, out: Path, previous: Path | None = None,
-    stats: Path | None = None,
+    stats: Path | None = None, decoded: Path | None = None, gallery: Path | None = None,
 ) -> dict[str, Any]:
     """Cluster the features as ``cfg.cluster.method`` says → ``out`` (.npz, one assignment array per
     clustering). Returns each clustering's statistics (sizes, NMI to ``previous``, purity if
-    labelled, the agreement of the modalities' clusters), also written to ``stats`` (kmeans.json)."""
+    labelled, the agreement of the modalities' clusters), also written to ``stats`` (kmeans.json).
+    ``gallery``: also write the clusters' gallery page there (:mod:`xdc_core.gallery`), with
+    thumbnails from the decoded dataset ``decoded``."""
+    if gallery is not None and decoded is None:
+        raise ConfigError("the cluster gallery needs the decoded dataset: its thumbnails come from the videos")
     loaded = {m: _load_npz(features[m], f"{m} features", ("features", "index", "labels")) for m in MODALITIES}
     if not np.array_equal(loaded["video"]["index"], loaded["audio"]["index"]):
         raise InputError(
@@ -225,6 +233,7 @@ def kmeans_step(
     labels = loaded["video"]["labels"]
     prev = _load_npz(previous, "previous clusters", ()) if previous is not None else {}
     seed = cfg.seed * 1000 + iteration
+    started = time.perf_counter()
 
     def cluster(name: str, x: np.ndarray) -> Clustering:
         return kmeans(
@@ -242,6 +251,13 @@ def kmeans_step(
     # statistic only): the signal XDC's cross-modal targets live on.
     per_modality = {m: clusterings[m] if m in clusterings else cluster(m, loaded[m]["features"]) for m in MODALITIES}
     result[CROSS_MODAL] = cross_modal_nmi(per_modality["video"].assignments, per_modality["audio"].assignments, seed)
+    metrics.record_clusters(result, cfg.cluster.method, iteration, time.perf_counter() - started, len(labels),
+                            CROSS_MODAL)
+    if gallery is not None:  # before the statistics, which mark the step done
+        from .gallery import write_gallery  # PIL and the page: only when asked for
+
+        clustered = {name: (sets[name], c.assignments) for name, c in clusterings.items()}
+        write_gallery(gallery, Path(decoded), cfg, iteration, clustered, labels, loaded["video"]["index"], result)
     if stats is not None:
         write_json(stats, {"step": "kmeans", "iteration": iteration, "method": cfg.cluster.method,
                            "k": cfg.cluster.k, "clusters": result})
@@ -304,7 +320,7 @@ def train_on_targets(
     trunk = load_encoder(modality, cfg, encoder)
     result, _ = train_encoder(
         trunk, modality, train_set, val_set, heads, cfg.train, cfg.seed * 1000 + iteration, resolve_device(cfg.device),
-        ckpt_dir=ckpt_dir, progress=progress,
+        ckpt_dir=ckpt_dir, progress=progress, monitor=metrics.TrainMonitor(modality, cfg.cluster.method, iteration),
     )
     save_encoder(trunk, Path(out))
     return result.__dict__.copy()
@@ -324,7 +340,9 @@ def evaluate_step(
     root = Path(root)
     check_decoded(root, cfg, evaluate=True, pretrain=False)
     trunks = {m: load_encoder(m, cfg, encoders[m]) for m in MODALITIES}
-    return evaluate_encoders(root, cfg, trunks, {m: init_encoder(m, cfg) for m in MODALITIES}, progress, log)
+    results = evaluate_encoders(root, cfg, trunks, {m: init_encoder(m, cfg) for m in MODALITIES}, progress, log)
+    metrics.record_accuracies(results)
+    return results
 
 
 def metrics_summary(cfg: Config, results: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import copy
 import hashlib
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from tqdm import tqdm
 
 from .config import Schedule, TrainConfig
 from .device import autocast, fast_layout
+from .metrics import TrainMonitor
 from .models import model_input
 from .store import atomic_write
 
@@ -211,6 +213,7 @@ def train_encoder(
     progress: bool = True,
     on_epoch_end: Callable[[int, TrainResult], None] | None = None,
     classes: Sequence[int] | None = None,
+    monitor: TrainMonitor | None = None,
 ) -> tuple[TrainResult, Heads]:
     """Train ``trunk`` in place to predict ``targets`` (one array per head, aligned with the datasets).
 
@@ -218,6 +221,7 @@ def train_encoder(
     and the trained heads.
     ``train_set`` yields training-mode items, ``val_set`` eval-mode items of the same videos; a
     ``cfg.val_fraction`` slice of them is held out for the pseudo-label validation loss.
+    ``monitor`` gets each step's loss, lr and data wait, and each epoch's held-out loss (metrics).
     """
     y = np.stack([np.asarray(t, dtype=np.int64) for t in targets])  # [heads, N]
     train_pos, val_pos = split_holdout(y.shape[1], cfg.val_fraction, seed)
@@ -267,17 +271,25 @@ def train_encoder(
         loader = _batches(labelled, sampler.tolist(), cfg.batch_size, cfg.workers, epoch_seed)
         total, count = 0.0, 0
         bar = tqdm(loader, desc=f"train {modality} epoch {epoch + 1}", leave=False, disable=not progress or None)
+        ready = time.perf_counter()
         for step, batch in enumerate(bar):
+            fetched = time.perf_counter()  # since `ready`: waiting for the loader
+            lr = lr_at(cfg, epoch, step, steps)
             for g in opt.param_groups:
-                g["lr"] = lr_at(cfg, epoch, step, steps)
+                g["lr"] = lr
             logits = _logits(trunk, heads, modality, batch[modality], device)
             t = batch["targets"].to(device)
             loss = sum(nn.functional.cross_entropy(lg, t[:, h]) for h, lg in enumerate(logits)) / len(logits)
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[union-attr]
             opt.step()
-            total += loss.item() * len(t)  # type: ignore[union-attr]
+            step_loss = loss.item()  # type: ignore[union-attr]
+            total += step_loss * len(t)
             count += len(t)
+            if monitor is not None:
+                now = time.perf_counter()
+                monitor.step(step_loss, lr, len(t), fetched - ready, now - fetched)
+            ready = time.perf_counter()
         result.train_loss.append(round(total / max(count, 1), 5))
         result.epochs = epoch + 1
         if len(val_pos):
@@ -303,6 +315,9 @@ def train_encoder(
                 torch.save({"fingerprint": fingerprint, "epoch": epoch, "trunk": trunk.state_dict(),
                             "heads": heads.state_dict(), "optimizer": opt.state_dict(), "result": asdict(result),
                             "best": best}, f)
+        if monitor is not None:
+            gpu_peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+            monitor.epoch(result.epochs, result.val_loss[-1] if result.val_loss else None, gpu_peak)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, result)
         if result.stop_reason:
