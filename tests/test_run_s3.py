@@ -71,3 +71,6 @@ def test_every_command_takes_object_store_uris(tiny_sample: Path, bucket: str, t
             "--config", str(settings))
     assert r.returncode == 0, r.stderr[-3000:]
     assert store.exists(f"s3://{bucket}/f/audio.npz")
+    video = next(k for k in store.list_keys(f"s3://{bucket}/raw2") if k.endswith(".mp4"))
+    r = xdc("probe", f"s3://{bucket}/raw2/{video}")
+    assert r.returncode == 0 and '"duration": 2.5' in r.stdout, r.stderr

@@ -32,7 +32,7 @@ from xdc_core.errors import ConfigError, XdcError
 from .checkpoint import add_checkpoint_parser
 from .dataset import add_dataset_parser
 from .dvc_yaml import add_dvc_yaml_parser
-from .paths import local_output
+from .paths import local_input, local_output
 from .pipeline import add_pipeline_parser
 from .regress import add_regress_parser
 from .settings import add_settings_args, flag_overrides, load_settings
@@ -98,12 +98,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from xdc_core.media.errors import MediaError
 
     status = 0
-    for path in args.files:
-        try:
-            print(json.dumps(asdict(probe(path)), indent=2))
-        except MediaError as err:
-            print(f"{err.path}: {err.reason}", file=sys.stderr)
-            status = 1
+    for uri in args.files:
+        with local_input(uri) as path:
+            try:
+                print(json.dumps(asdict(probe(path)), indent=2))
+            except MediaError as err:
+                print(f"{uri}: {err.reason}", file=sys.stderr)
+                status = 1
     return status
 
 
