@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = "dockerfiles"  # not docker/: a top-level docker/ would shadow the docker SDK kfp.local imports
 # Dockerfile name -> the faiss extra it must install (exactly one of the two, see pyproject.toml).
 IMAGES = {"Dockerfile.gpu": "gpu", "Dockerfile.cpu": "cpu"}
-COMMON_EXTRAS = {"pipelines", "storage", "metrics"}
+COMMON_EXTRAS = {"pipelines", "storage"}
 # `name==version` (optionally `name[extras]==version`); a version ends in a letter or digit, so
 # punctuation after it in prose ("faiss-gpu==1.15.1:") is not part of it.
 PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([0-9](?:[0-9A-Za-z.+!_-]*[0-9A-Za-z])?)")

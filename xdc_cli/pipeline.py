@@ -93,6 +93,9 @@ def _add_placement_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--s3-secret", default=Placement.s3_secret,
                    help=f"Kubernetes secret with its keys accesskey/secretkey (default {Placement.s3_secret})")
     g.add_argument("--s3-tls", action="store_true", help="the object store speaks https")
+    g.add_argument("--pushgateway", metavar="HOST:PORT",
+                   help="Pushgateway every task pushes its Prometheus metrics to, e.g. pushgateway.xdc:9091 "
+                        "(manifests/); default: none")
 
 
 def _iterations(args: argparse.Namespace, cfg: Config) -> int:
@@ -126,6 +129,7 @@ def _placement(args: argparse.Namespace) -> Placement:
         s3_endpoint=args.s3_endpoint,
         s3_secret=args.s3_secret,
         s3_secure=args.s3_tls,
+        pushgateway=args.pushgateway,
     )
 
 

@@ -62,6 +62,9 @@ TRAIN_DATA_WAIT = _gauge("xdc_train_data_wait_fraction", "Fraction of step time 
 TRAIN_GPU_PEAK = _gauge("xdc_train_gpu_peak_memory_bytes", "Peak GPU memory of the training process", _TRAIN)
 EVALUATE_TOP1 = _gauge("xdc_evaluate_top1", "Top-1 on the test split", ("modality", "protocol"))
 PUSH_FAILURES = _counter("xdc_metrics_push_failures", "Pushes to the Pushgateway that failed")
+# Set before a task's final push: the "pushes stopped" alert then tells a task that ended from one
+# that vanished (killed, evicted, its node lost).
+TASK_END = _gauge("xdc_task_end_time_seconds", "Unix time the step ended (any outcome), set before the final push")
 
 
 class TrainMonitor:
@@ -161,6 +164,7 @@ class _Pusher:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        TASK_END.set_to_current_time()
         self.push()  # the step's final values
 
 

@@ -31,3 +31,7 @@ class Placement:
     s3_secret_keys: tuple[str, str] = ("accesskey", "secretkey")
     s3_endpoint: str = "minio-service.kubeflow:9000"
     s3_secure: bool = False
+    run_as_user: int = 10001  # the images' non-root user (dockerfiles/)
+    # The Pushgateway every task pushes its metrics to (host:port, e.g. the one of manifests/:
+    # "pushgateway.xdc:9091"); None: the tasks push nothing.
+    pushgateway: str | None = None

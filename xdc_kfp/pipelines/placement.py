@@ -35,10 +35,17 @@ def anywhere(task: PipelineTask, p: Placement) -> PipelineTask:
     """Any node, the cluster's default resources (enough for a task that only computes parameters).
 
     Every task gets the retries and caching: retries cover preempted nodes and flaky storage;
-    caching skips a step whose inputs and parameters did not change since a previous run.
+    caching skips a step whose inputs and parameters did not change since a previous run. And
+    every task runs as the images' non-root user (uid 10001, dockerfiles/): kfp-kubernetes sets
+    runAsUser/runAsGroup/runAsNonRoot, but has no setter for a read-only root filesystem or
+    dropped capabilities (manifests/base/namespace.yaml's Pod Security level covers those).
+    With ``p.pushgateway`` set, every task pushes its metrics there (xdc_core/metrics.py).
     """
     task.set_retry(num_retries=p.retries, backoff_duration=p.retry_backoff, backoff_factor=2.0)
     task.set_caching_options(True)
+    kubernetes.set_security_context(task, run_as_user=p.run_as_user, run_as_group=p.run_as_user, run_as_non_root=True)
+    if p.pushgateway:
+        task.set_env_variable("XDC_PUSHGATEWAY", p.pushgateway)
     return task
 
 
