@@ -84,7 +84,10 @@ def monitoring() -> Iterator[Monitoring]:
         started = []
         try:
             for what, cmd in (
-                ("pushgateway", [binaries["prometheus-pushgateway"], f"--web.listen-address={gateway}"]),
+                # Debian's build persists to /var/lib/prometheus by default: in memory only, so each
+                # session starts empty and nothing is left behind
+                ("pushgateway", [binaries["prometheus-pushgateway"], f"--web.listen-address={gateway}",
+                                 "--persistence.file="]),
                 ("prometheus", [binaries["prometheus"], f"--config.file={root / 'prometheus.yml'}",
                                 f"--storage.tsdb.path={root / 'data'}", f"--web.listen-address={prom}"]),
             ):

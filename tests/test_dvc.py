@@ -226,6 +226,9 @@ def test_repro_runs_the_whole_loop_then_metrics_and_plots(pipeline):
         f"{m}: {what}" for m in ("video", "audio") for what in ("XDC linear probe", "random init linear probe")}
     pipeline.run("dvc", "plots", "show", "-o", str(pipeline.path.parent / "plots-html"))
     assert (pipeline.path.parent / "plots-html" / "index.html").is_file()
+    assert (pipeline.path / "runs/dvc/plots/curves.png").is_file()
+    for it in range(1, TINY_SETTINGS["cluster"]["iterations"] + 1):  # the kmeans stages' galleries
+        assert f"XDC clusters, iteration {it}" in (pipeline.path / f"runs/dvc/iter_{it:02d}/gallery.html").read_text()
 
 
 def test_changing_k_reruns_kmeans_and_what_follows_only(pipeline):

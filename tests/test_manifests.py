@@ -412,8 +412,8 @@ def test_checkov_finds_nothing_but_the_accepted(rendered, tmp_path):
     """checkov on the rendered overlays, the Dockerfiles and the workflows, offline. Any finding
     not listed in manifests/checkov-accepted.yaml fails, and so does an entry there that matches
     no finding any more."""
-    checkov = _tool(CHECKOV, f"checkov (python3.11 -m venv .venv/checkov && .venv/checkov/bin/pip install "
-                             f"-r manifests/tests/requirements-checkov.txt; .ci/run does)")
+    checkov = _tool(CHECKOV, "checkov (python3.11 -m venv .venv/checkov && .venv/checkov/bin/pip install "
+                             "-r manifests/tests/requirements-checkov.txt; .ci/run does)")
     r = _run([checkov, "--version"])
     assert r.stdout.strip() == CHECKOV_PIN, f"checkov {r.stdout.strip()} in .venv/checkov, pinned {CHECKOV_PIN}"
     # One tree, laid out like the repository, so that findings name repository paths.

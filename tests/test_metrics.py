@@ -81,3 +81,29 @@ def test_xdc_run_pushes_to_a_real_pushgateway_and_prometheus_scrapes_it(monitori
     # and computes exactly the same.
     down = _tiny_run(tmp_path, tiny_sample, "down", {**env, "XDC_PUSHGATEWAY": f"127.0.0.1:{free_port()}"})
     assert (down / "metrics.json").read_bytes() == (up / "metrics.json").read_bytes()
+
+
+@pytest.mark.integration
+def test_pipeline_tasks_push_under_one_run_id(monitoring, tiny_sample, tmp_path):
+    """A tiny `xdc pipeline run-local`: every task pushes under the pipeline's run id, with its task name."""
+    settings = tmp_path / "tiny.yaml"
+    settings.write_text(yaml.safe_dump(TINY_SETTINGS))
+    env = {**os.environ, "XDC_PUSHGATEWAY": monitoring.pushgateway, "XDC_PUSH_INTERVAL": "1"}
+    env.pop("XDC_RUN_ID", None)
+    r = subprocess.run([XDC, "pipeline", "run-local", "--data", str(tiny_sample), "--config", str(settings),
+                        "--iterations", "1", "--no-eval", "--out", str(tmp_path / "kfp")],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    decoded = monitoring.wait_for('xdc_decode_videos_total{task="decode",outcome="accepted"}')
+    run_ids = {s["metric"]["run_id"] for s in decoded}
+    assert len(run_ids) == 1, decoded  # the only pipeline run pushing to this session's gateway
+    (run_id,) = run_ids
+    loss = monitoring.wait_for(f'xdc_train_loss{{run_id="{run_id}"}}')
+    assert {(s["metric"]["task"], s["metric"]["modality"], s["metric"]["iteration"]) for s in loss} == {
+        ("train-video-1", "video", "1"), ("train-audio-1", "audio", "1")}
+    sizes = monitoring.wait_for(f'xdc_kmeans_cluster_size{{run_id="{run_id}",stat="max"}}')
+    assert {(s["metric"]["task"], s["metric"]["clustering"]) for s in sizes} == {
+        ("kmeans-1", "video"), ("kmeans-1", "audio")}
+    ended = monitoring.wait_for(f'xdc_task_end_time_seconds{{run_id="{run_id}"}}')
+    assert {s["metric"]["task"] for s in ended} == {"decode", "embed-video-1", "embed-audio-1", "kmeans-1",
+                                                    "train-video-1", "train-audio-1"}

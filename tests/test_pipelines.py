@@ -1,5 +1,7 @@
 """The Kubeflow side: the compiled pipeline YAML, and the real pipeline through kfp.local."""
 
+import base64
+import io
 import json
 from pathlib import Path
 
@@ -7,6 +9,7 @@ import pytest
 import torch
 import yaml
 from conftest import TINY_SETTINGS
+from PIL import Image
 from kfp import compiler, dsl, local
 from kfp.components import load_component_from_file
 from test_cli import xdc
@@ -64,11 +67,14 @@ def test_compiled_pipeline_has_each_iterations_tasks_and_dependencies(tmp_path):
         assert deps(f"iter 2: embed {m}") == {merged, key["decode"], key[f"iter 1: train {m} encoder"]}
         previous_encoder = key[f"iter 1: train {m} encoder"]
         assert deps(f"iter 2: train {m} encoder") == {merged, key["decode"], key["iter 2: k-means"], previous_encoder}
-    assert deps("iter 1: k-means") == {merged, key["iter 1: embed video"], key["iter 1: embed audio"]}
-    assert deps("iter 2: k-means") == {merged, key["iter 2: embed video"], key["iter 2: embed audio"],
+    # k-means reads the decoded videos too: the thumbnails of its gallery
+    assert deps("iter 1: k-means") == {merged, key["decode"], key["iter 1: embed video"], key["iter 1: embed audio"]}
+    assert deps("iter 2: k-means") == {merged, key["decode"], key["iter 2: embed video"], key["iter 2: embed audio"],
                                        key["iter 1: k-means"]}
-    # evaluate sits inside the run_evaluation condition, which receives the final encoders
-    final = {merged, key["decode"], key["iter 2: train video encoder"], key["iter 2: train audio encoder"]}
+    # evaluate sits inside the run_evaluation condition, which receives the final encoders and the
+    # last clusters (their metadata holds every iteration's statistics, for the learning curves)
+    final = {merged, key["decode"], key["iter 2: train video encoder"], key["iter 2: train audio encoder"],
+             key["iter 2: k-means"]}
     assert deps("run-evaluation") >= final
     for name, t in tasks.items():
         if name not in ("settings", "run-evaluation", "evaluate"):  # evaluate: through the condition's input
@@ -77,6 +83,20 @@ def test_compiled_pipeline_has_each_iterations_tasks_and_dependencies(tmp_path):
             continue
         assert t["retryPolicy"]["maxRetryCount"] == 2
         assert t["cachingOptions"]["enableCache"] is True
+
+
+def test_kmeans_and_evaluate_tasks_output_html_pages_for_the_kfp_ui(tmp_path):
+    """Each k-means task's gallery and the evaluate task's curves are HTML artifacts, which the KFP
+    UI renders next to the task."""
+    spec, _ = _compile(tmp_path, iterations=2)
+    tasks = _tasks_by_display_name(spec)
+
+    def html_outputs(task: str) -> set[str]:
+        artifacts = spec["components"][tasks[task]["componentRef"]["name"]]["outputDefinitions"]["artifacts"]
+        return {name for name, a in artifacts.items() if a["artifactType"]["schemaTitle"] == "system.HTML"}
+
+    assert html_outputs("iter 1: k-means") == html_outputs("iter 2: k-means") == {"gallery"}
+    assert html_outputs("evaluate") == {"curves"}
 
 
 def test_only_gpu_tasks_ask_for_a_gpu_and_carry_its_placement(tmp_path):
@@ -93,8 +113,10 @@ def test_only_gpu_tasks_ask_for_a_gpu_and_carry_its_placement(tmp_path):
         container = executors[exe]["container"]
         assert container["image"] == "registry.test/xdc:1"
         assert "pip install" not in json.dumps(container)  # everything is in the image
+        # every task runs as the images' non-root user
+        assert k8s[exe]["securityContext"] == {"runAsUser": "10001", "runAsGroup": "10001", "runAsNonRoot": True}
         if name == "settings":  # computes parameters only: any node, no resources asked for
-            assert "resources" not in container and exe not in k8s
+            assert "resources" not in container and set(k8s[exe]) == {"securityContext"}
             continue
         gpu = container["resources"].get("accelerator")
         if name == "decode":
@@ -131,7 +153,7 @@ def test_pipeline_parameters_default_to_the_settings(tmp_path):
     components = {name: set(c["inputDefinitions"]["parameters"]) for name, c in spec["components"].items()
                   if "executorLabel" in c}
     assert components.pop("comp-settings") == {"settings", *RUN_PARAMETERS}
-    structural = {"settings", "modality", "iteration", "data_uri", "run_evaluation", "check_pretraining"}
+    structural = {"settings", "modality", "iteration", "data_uri", "run_evaluation", "check_pretraining", "run_id"}
     assert components and all(params <= structural for params in components.values()), components
 
 
@@ -203,6 +225,12 @@ def test_run_local_matches_xdc_run(tiny_sample, tiny_config_file, tmp_path):
     merged = json.loads((run_dir / "settings" / "executor_output.json").read_text())["parameterValues"]["Output"]
     assert (json.loads(merged)["cluster"]["k"], json.loads(merged)["seed"]) == (2, 1)
     assert [out["clusters"]["metadata"]["k"] for out in tasks.values() if "clusters" in out] == [2, 2]
+    galleries = sorted(Path(out["gallery"]["uri"]).read_text() for out in tasks.values() if "gallery" in out)
+    assert [f"XDC clusters, iteration {it}" in page for it, page in enumerate(galleries, 1)] == [True, True]
+    curves_page = Path(tasks["evaluate"]["curves"]["uri"]).read_text()
+    png = base64.b64decode(curves_page.split("data:image/png;base64,", 1)[1].split("'", 1)[0])
+    # the history of both k-means tasks reached evaluate: cluster panels above the probe's (2 rows, not 1)
+    assert Image.open(io.BytesIO(png)).size == (960, 640)
     cfg = load_config(tiny_config_file, {"cluster.k": 2, "seed": 1})
     expected = run(tiny_sample, tmp_path / "run", cfg, progress=False, log=lambda _: None)
 

@@ -43,7 +43,9 @@ def test_xdc_run_end_to_end_on_a_manifest(tiny_sample, tiny_yaml, tmp_path):
     audio = it2["clusters"]["audio"]  # 12 pretraining videos in k=3 clusters, none empty
     assert 1 <= audio["sizes_min"] <= audio["sizes_median"] <= audio["sizes_max"] <= 10
     assert it2["train"]["video"]["stop_reason"]
-    assert {p.name for p in (out / "plots").iterdir()} >= {"clusters_video.json", "loss_audio.json", "probe.json"}
+    assert {p.name for p in (out / "plots").iterdir()} >= {"clusters_video.json", "loss_audio.json", "probe.json",
+                                                          "curves.png"}
+    assert all("<section id='audio'" in RunLayout(out).gallery(it).read_text() for it in (1, 2))
     # one log line per iteration, then the result table
     assert proc.stdout.count("iter ") >= 2 and "linear probe" in proc.stdout and "random init" in proc.stdout
     # the encoders are plain state dicts of the (slim) torchvision architectures
@@ -65,6 +67,8 @@ def test_other_methods_run(tiny_decoded, tmp_path, method):
     m = run(tiny_decoded, tmp_path / method, build_config(settings), evaluate=False, progress=False, log=lambda _: None)
     expected = {"sdc": {"video", "audio"}, "mdc": {"video", "audio"}, "cdc": {"joint"}}[method]
     assert set(m["iteration_stats"][0]["clusters"]) == expected | {"cross_modal"} and "probe" not in m
+    gallery = (tmp_path / method / "iter_01" / "gallery.html").read_text()  # a section per clustering
+    assert {name for name in ("video", "audio", "joint") if f"<section id='{name}'" in gallery} == expected
     cross = m["iteration_stats"][0]["clusters"]["cross_modal"]
     assert 0 <= cross["nmi_chance"] < 1 and cross["nmi"] != cross["nmi_chance"]
 

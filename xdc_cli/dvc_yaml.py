@@ -31,10 +31,10 @@ CODE: dict[str, list[str]] = {
     "decode": ["decode.py", "manifest.py", "media", "steps.py"],
     "init": ["models.py", "steps.py"],
     "embed": ["embed.py", "dataset.py", "clip_cache.py", "models.py", "device.py", "steps.py"],
-    "kmeans": ["kmeans.py", "methods.py", "steps.py"],
+    "kmeans": ["kmeans.py", "methods.py", "steps.py", "gallery.py", "dataset.py", "media"],  # gallery: its thumbnails
     "train": ["train.py", "dataset.py", "clip_cache.py", "models.py", "methods.py", "device.py", "steps.py"],
     "evaluate": ["evaluate.py", "embed.py", "train.py", "dataset.py", "clip_cache.py", "models.py", "device.py",
-                 "steps.py", "plots.py"],
+                 "steps.py", "plots.py", "curves.py"],
 }
 
 # The settings each step reads: a change re-runs exactly the stages it affects.
@@ -96,9 +96,11 @@ def stages(iterations: int) -> dict[str, Any]:
         # not a dependency (a change there changes this iteration's features anyway).
         "cmd": _cmd("xdc step kmeans", cfg, "--iteration ${key}",
                     *(f"--{m}-features {it_dir}/features_{m}.npz" for m in MODALITIES),
-                    f"--previous {prev_dir}/clusters.npz --out {it_dir}/clusters.npz --stats {it_dir}/kmeans.json"),
-        "deps": [*(f"{it_dir}/features_{m}.npz" for m in MODALITIES), *_code("kmeans")],
-        "params": PARAMS["kmeans"], "outs": [f"{it_dir}/clusters.npz", f"{it_dir}/kmeans.json"]}}
+                    f"--previous {prev_dir}/clusters.npz --out {it_dir}/clusters.npz --stats {it_dir}/kmeans.json",
+                    f"--data {decoded} --gallery {it_dir}/gallery.html"),
+        "deps": [*(f"{it_dir}/features_{m}.npz" for m in MODALITIES), decoded, *_code("kmeans")],
+        "params": PARAMS["kmeans"],
+        "outs": [f"{it_dir}/clusters.npz", f"{it_dir}/kmeans.json", f"{it_dir}/gallery.html"]}}
     for m in MODALITIES:
         out[f"train_{m}"] = {"foreach": "${iterations}", "do": {
             "cmd": _cmd("xdc step train", cfg, f"--data {decoded} --modality {m} --iteration ${{key}}",

@@ -7,7 +7,7 @@ Each sub-command is a thin caller of one function of :mod:`xdc_core.steps`, the 
     xdc step init     --out DIR                                  random-init encoders ("iteration 0")
     xdc step embed    --data DECODED --modality video|audio --encoder ENC.pt --out FEATURES.npz
     xdc step kmeans   --video-features F --audio-features F --iteration N --out CLUSTERS.npz
-                      --stats KMEANS.json [--previous CLUSTERS.npz]
+                      --stats KMEANS.json [--previous CLUSTERS.npz] [--data DECODED --gallery GALLERY.html]
     xdc step train    --data DECODED --modality M --iteration N --clusters C --encoder ENC.pt
                       --out ENC.pt --stats TRAIN.json [--checkpoints DIR]
     xdc step evaluate --data DECODED --video-encoder P --audio-encoder P --out metrics.json
@@ -69,14 +69,20 @@ def cmd_kmeans(args: argparse.Namespace) -> int:
     from xdc_core.report import format_clusters
     from xdc_core.steps import kmeans_step
 
+    if args.gallery is not None and args.data is None:
+        raise ConfigError("--gallery needs --data DECODED: the gallery's thumbnails come from the decoded videos")
     # The previous iteration's clusters only feed a statistic (NMI); iteration 1 has none.
     inputs = {"video_features": False, "audio_features": False} | ({"previous": False} if args.iteration > 1 else {})
-    with _step(args, f"kmeans (iteration {args.iteration})", inputs, {"out": False, "stats": False}) as (cfg, p):
+    inputs |= {"data": True} if args.gallery is not None else {}  # the videos: only for the gallery
+    outputs = {"out": False, "stats": False, "gallery": False}
+    with _step(args, f"kmeans (iteration {args.iteration})", inputs, outputs) as (cfg, p):
         features = {m: p[f"{m}_features"] for m in MODALITIES}
-        stats = kmeans_step(features, cfg, args.iteration, p["out"], p.get("previous"), stats=p["stats"])
+        stats = kmeans_step(features, cfg, args.iteration, p["out"], p.get("previous"), stats=p["stats"],
+                            decoded=p.get("data"), gallery=p["gallery"])
     for name, c in stats.items():
         print(f"kmeans iteration {args.iteration}: {format_clusters(name, c)}")
-    print(f"clusters → {args.out}; statistics → {args.stats}")
+    gallery = f"; gallery → {args.gallery}" if args.gallery else ""
+    print(f"clusters → {args.out}; statistics → {args.stats}{gallery}")
     return 0
 
 
@@ -156,6 +162,8 @@ def add_step_parser(sub: Any) -> None:
     p.add_argument("--previous", help="the previous iteration's clusters, for the NMI statistic (iteration > 1)")
     p.add_argument("--out", required=True, help="clusters file (.npz)")
     p.add_argument("--stats", required=True, help="cluster statistics (kmeans.json)")
+    p.add_argument("--data", help="decoded dataset folder: the videos of the gallery's thumbnails")
+    p.add_argument("--gallery", help="also write the cluster gallery (one self-contained .html page); needs --data")
     _common(p)
     p.set_defaults(func=cmd_kmeans)
 

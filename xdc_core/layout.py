@@ -5,12 +5,14 @@
     OUT/iter_00/{video,audio}_encoder.pt            the random-init encoders ("iteration 0")
     OUT/iter_NN/features_{video,audio}.npz          embed
     OUT/iter_NN/clusters.npz, kmeans.json           k-means: assignments, statistics
+    OUT/iter_NN/gallery.html                        k-means: what the clusters hold (xdc_core/gallery.py)
     OUT/iter_NN/{video,audio}_encoder.pt            train: the encoders iteration NN+1 starts from
     OUT/iter_NN/train_{video,audio}.json            train: losses, kept epoch, why it stopped
     OUT/iter_NN/train_{video,audio}/last.pt         train: the epoch checkpoint a rerun resumes from
     OUT/{video,audio}_encoder.pt     the final encoders (plain torchvision state dicts)
     OUT/metrics.json                 evaluation (linear probe; random-init baseline)
     OUT/plots/                       plot data of every iteration (``dvc plots show``)
+    OUT/plots/curves.png             the learning curves drawn from it
 
 An iteration is done when its statistics files exist: each step writes them last, atomically.
 Kubeflow passes the same files as artifacts instead, under names KFP chooses.
@@ -51,6 +53,10 @@ class RunLayout:
     def plots(self) -> Path:
         return self.root / "plots"
 
+    @property
+    def curves(self) -> Path:
+        return self.plots / "curves.png"
+
     def final_encoder(self, modality: str) -> Path:
         return self.root / f"{modality}_encoder.pt"
 
@@ -69,6 +75,10 @@ class RunLayout:
 
     def kmeans_stats(self, it: int) -> Path:
         return self.iteration(it) / "kmeans.json"
+
+    def gallery(self, it: int) -> Path:
+        """The cluster gallery of iteration ``it``: one self-contained HTML page."""
+        return self.iteration(it) / "gallery.html"
 
     def train_stats(self, it: int, modality: str) -> Path:
         return self.iteration(it) / f"train_{modality}.json"

@@ -107,12 +107,13 @@ def run(
         features = {m: embed_step(root, m, cfg, layout.encoder(it - 1, m), layout.features(it, m), progress)
                     for m in MODALITIES}
         previous = layout.clusters(it - 1) if it > 1 else None
-        clusters = kmeans_step(features, cfg, it, layout.clusters(it), previous, stats=layout.kmeans_stats(it))
+        clusters = kmeans_step(features, cfg, it, layout.clusters(it), previous, stats=layout.kmeans_stats(it),
+                               decoded=root, gallery=layout.gallery(it))
         trained = {m: train_step(root, m, cfg, it, layout.clusters(it), layout.encoder(it - 1, m),
                                  layout.encoder(it, m), layout.checkpoints(it, m), progress,
                                  stats=layout.train_stats(it, m))
                    for m in MODALITIES}
-        for path in (*(layout.features(it, m) for m in MODALITIES), layout.clusters(it),
+        for path in (*(layout.features(it, m) for m in MODALITIES), layout.clusters(it), layout.gallery(it),
                      *(layout.encoder(it, m) for m in MODALITIES), *layout.stats_files(it)):
             publish(path)  # the statistics last: they mark the iteration done
         parts = [format_clusters(name, c) for name, c in clusters.items()]

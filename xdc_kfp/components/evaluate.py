@@ -1,6 +1,8 @@
 """The ``evaluate`` component: linear probe (and finetuning) of the two encoders against random init."""
 
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from typing import Optional
+
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 
 def evaluate(
@@ -10,22 +12,36 @@ def evaluate(
     settings: str,
     metrics: Output[Metrics],
     report: Output[Artifact],
+    curves: Output[HTML],
+    clusters: Optional[Input[Artifact]] = None,  # noqa: UP045 (kfp reads Optional, not X | None)
+    run_id: str = "",
 ):
     """Top-1 accuracy on ``evaluate.test_split`` of a classifier trained on ``evaluate.train_split``
     over each encoder (and over the random init of the settings' ``seed``, the baseline).
-    ``metrics`` holds the top-1 numbers for the KFP UI; ``report`` the whole result as JSON."""
+    ``metrics`` holds the top-1 numbers for the KFP UI; ``report`` the whole result as JSON;
+    ``curves`` the learning curves: the cluster statistics of every iteration (the ``history`` in
+    the metadata of the last k-means task's ``clusters``, when given) and the top-1 numbers.
+    ``run_id`` (the pipeline's run id) groups the metrics the task pushes to ``$XDC_PUSHGATEWAY``."""
     import json
     from pathlib import Path
 
     from xdc_core.config import parse_config
+    from xdc_core.metrics import exported
+    from xdc_core.curves import curves_html, panels, render_png
+    from xdc_core.plots import plot_rows
     from xdc_core.report import flat_metrics
-    from xdc_core.steps import evaluate_step, named_inputs
+    from xdc_core.steps import evaluate_step, metrics_summary, named_inputs
 
     cfg = parse_config(settings)
     inputs = {"decoded": decoded.path, "video_encoder": video_encoder.path, "audio_encoder": audio_encoder.path}
-    with named_inputs("evaluate", inputs):
+    with exported("evaluate", run_id or None), named_inputs("evaluate", inputs):
         results = evaluate_step(Path(decoded.path), cfg,
                                 {"video": Path(video_encoder.path), "audio": Path(audio_encoder.path)}, progress=False)
     for name, value in flat_metrics(results).items():
         metrics.log_metric(name, value)
     Path(report.path).write_text(json.dumps(results, indent=2) + "\n")
+    # KFP stores metadata numbers as floats: the iteration numbers come back as 1.0, 2.0, ...
+    history = clusters.metadata.get("history", []) if clusters else []
+    history = [h | {"iteration": int(h["iteration"])} for h in history]
+    png = render_png(panels(plot_rows(history, metrics_summary(cfg, results))))
+    Path(curves.path).write_text(curves_html(f"{cfg.cluster.method.upper()}: learning curves", png))

@@ -2,40 +2,52 @@
 
 from typing import Optional
 
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
 
 
 def kmeans(
     video_features: Input[Dataset],
     audio_features: Input[Dataset],
+    decoded: Input[Dataset],
     iteration: int,
     settings: str,
     clusters: Output[Artifact],
     cluster_metrics: Output[Metrics],
+    gallery: Output[HTML],
     previous_clusters: Optional[Input[Artifact]] = None,  # noqa: UP045 (kfp reads Optional, not X | None)
+    run_id: str = "",
 ):
     """k-means (faiss) into ``cluster.k`` clusters of the feature sets ``cluster.method`` clusters
     (SDC/MDC/XDC: each modality; CDC: both joined). ``clusters`` (.npz) holds one assignment array
     per clustering; their statistics (sizes, NMI to ``previous_clusters``, purity when labelled)
-    go to its metadata and to ``cluster_metrics``, so they show in the KFP UI."""
+    go to its metadata and to ``cluster_metrics``, so they show in the KFP UI, and so does
+    ``gallery``, a page of each cluster's typical videos (thumbnails from ``decoded``). The
+    metadata's ``history`` accumulates every iteration's statistics so far, for the learning
+    curves the evaluate component draws.
+    ``run_id`` (the pipeline's run id) groups the metrics the task pushes to ``$XDC_PUSHGATEWAY``."""
     from pathlib import Path
 
     from xdc_core.config import parse_config
+    from xdc_core.metrics import exported
     from xdc_core.steps import kmeans_step, named_inputs
 
     cfg = parse_config(settings)
     inputs = {
         "video_features": video_features.path,
         "audio_features": audio_features.path,
+        "decoded": decoded.path,
         "previous_clusters": previous_clusters.path if previous_clusters else None,
     }
-    with named_inputs(f"kmeans (iteration {iteration})", inputs):
+    with exported(f"kmeans-{iteration}", run_id or None), named_inputs(f"kmeans (iteration {iteration})", inputs):
         stats = kmeans_step(
             {"video": Path(video_features.path), "audio": Path(audio_features.path)}, cfg, iteration,
             Path(clusters.path), Path(previous_clusters.path) if previous_clusters else None,
+            decoded=Path(decoded.path), gallery=Path(gallery.path),
         )
+    history = list(previous_clusters.metadata.get("history", [])) if previous_clusters else []
     clusters.metadata.update({"method": cfg.cluster.method, "k": cfg.cluster.k, "iteration": iteration,
-                              "stats": stats})
+                              "stats": stats, "history": [*history, {"iteration": iteration, "clusters": stats}]})
+    gallery.metadata.update({"iteration": iteration, "method": cfg.cluster.method, "k": cfg.cluster.k})
     for name, values in stats.items():
         for key, value in values.items():
             if isinstance(value, (int, float)) and key != "k":

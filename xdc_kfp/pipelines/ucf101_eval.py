@@ -45,7 +45,8 @@ def build_eval_pipeline(
                            epochs=cfg.train.total_epochs, lr=cfg.train.lr, batch_size=cfg.train.batch_size, seed=seed)
         anywhere(merge, place).set_display_name("settings")
         # no pretraining here: the settings' k need not fit this dataset
-        decode = c.decode(data_uri=data_uri, settings=merge.output, run_evaluation=True, check_pretraining=False)
+        decode = c.decode(data_uri=data_uri, settings=merge.output, run_evaluation=True, check_pretraining=False,
+                          run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         on_cpu(with_object_store(decode, place), place).set_display_name("decode")
         encoders = {}
         for m, uri in (("video", video_encoder_uri), ("audio", audio_encoder_uri)):
@@ -54,7 +55,8 @@ def build_eval_pipeline(
             imported.set_display_name(f"import {m} encoder")
             encoders[m] = imported.output
         evaluate = c.evaluate(decoded=decode.outputs["decoded"], video_encoder=encoders["video"],
-                              audio_encoder=encoders["audio"], settings=merge.output)
+                              audio_encoder=encoders["audio"], settings=merge.output,
+                              run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         on_gpu(evaluate, place).set_display_name("evaluate")
 
     return ucf101_eval

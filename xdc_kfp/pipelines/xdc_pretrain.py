@@ -55,8 +55,9 @@ def build_pretrain_pipeline(
                            seed=seed)
         anywhere(merge, place).set_display_name("settings")
         merged = merge.output
+        run = dsl.PIPELINE_JOB_ID_PLACEHOLDER  # the grouping key of the metrics every task pushes
 
-        decode = c.decode(data_uri=data_uri, settings=merged, run_evaluation=run_evaluation)
+        decode = c.decode(data_uri=data_uri, settings=merged, run_evaluation=run_evaluation, run_id=run)
         on_cpu(with_object_store(decode, place), place).set_display_name("decode")
         decoded = decode.outputs["decoded"]
 
@@ -65,23 +66,25 @@ def build_pretrain_pipeline(
         for it in range(1, iterations + 1):
             features = {}
             for m in MODALITIES:
-                embed = c.embed(decoded=decoded, modality=m, iteration=it, settings=merged,
+                embed = c.embed(decoded=decoded, modality=m, iteration=it, settings=merged, run_id=run,
                                 **({"encoder": encoders[m]} if m in encoders else {}))
                 on_gpu(embed, place).set_display_name(f"iter {it}: embed {m}")
                 features[m] = embed.outputs["features"]
-            kmeans = c.kmeans(video_features=features["video"], audio_features=features["audio"], iteration=it,
-                              settings=merged, **({"previous_clusters": previous["clusters"]} if previous else {}))
+            kmeans = c.kmeans(video_features=features["video"], audio_features=features["audio"], decoded=decoded,
+                              iteration=it, settings=merged, run_id=run,
+                              **({"previous_clusters": previous["clusters"]} if previous else {}))
             on_gpu(kmeans, place).set_display_name(f"iter {it}: k-means")
             previous = {"clusters": kmeans.outputs["clusters"]}
             for m in MODALITIES:
                 train = c.train_encoder(decoded=decoded, clusters=kmeans.outputs["clusters"], modality=m, iteration=it,
-                                        settings=merged, **({"previous_encoder": encoders[m]} if m in encoders else {}))
+                                        settings=merged, run_id=run, **({"previous_encoder": encoders[m]} if m in encoders else {}))
                 on_gpu(train, place).set_display_name(f"iter {it}: train {m} encoder")
                 encoders[m] = train.outputs["encoder"]
 
         with dsl.If(run_evaluation == True, name="run-evaluation"):  # noqa: E712 (a pipeline condition, not Python)
+            # the last clusters carry every iteration's statistics: the evaluate task draws the curves
             evaluate = c.evaluate(decoded=decoded, video_encoder=encoders["video"], audio_encoder=encoders["audio"],
-                                  settings=merged)
+                                  settings=merged, clusters=previous["clusters"], run_id=run)
             on_gpu(evaluate, place).set_display_name("evaluate")
 
     return xdc_pretrain
