@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-decode install clean
+.PHONY: demo test test-tools bench bench-decode install clean
 
 install: $(STAMP)
 
@@ -23,7 +23,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/xdc run --out runs/demo
 
-test: $(STAMP)
+# The test tools pip cannot bring (promtool, the Pushgateway, checkov, Chromium): installed if missing.
+test-tools: $(STAMP)
+	bash .ci/test-tools
+
+test: test-tools
 	$(BIN)/pytest -q  # everything; the fast loop: $(BIN)/pytest -m "not integration"
 
 # The learning benchmark of the README (6 rows x 3 seeds on the sample data, about 80 min on 2 cores):
