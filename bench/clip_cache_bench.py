@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xdc_core.config import load_config
+from xdc_core.config import MODALITIES, load_config
 from xdc_core.dataset import ClipDataset
-from xdc_core.config import MODALITIES
 from xdc_core.steps import init_encoder
 from xdc_core.train import train_encoder
 

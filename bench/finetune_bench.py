@@ -23,10 +23,9 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from xdc_core.config import Schedule, load_config
+from xdc_core.config import MODALITIES, Schedule, load_config
 from xdc_core.dataset import ClipDataset
 from xdc_core.evaluate import finetune, paired_bootstrap
-from xdc_core.config import MODALITIES
 from xdc_core.steps import init_encoder, load_encoder
 
 # A short schedule: few labels, a few hundred steps, the same for pretrained and scratch.

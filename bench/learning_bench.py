@@ -36,13 +36,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from xdc_core.config import Config, load_config
+from xdc_core.config import MODALITIES, Config, load_config
 from xdc_core.dataset import ClipDataset
 from xdc_core.decode import decode_dataset
 from xdc_core.evaluate import paired_bootstrap, probe_encoder
 from xdc_core.kmeans import kmeans, nmi
 from xdc_core.layout import RunLayout
-from xdc_core.config import MODALITIES
 from xdc_core.report import format_train
 from xdc_core.run import run
 from xdc_core.sample_data import SampleSpec, make_sample_dataset

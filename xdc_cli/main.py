@@ -81,8 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from xdc_core.publish import mirror
 
         out, publish = mirror(args.out, log)
-    metrics = run(args.data, out, cfg, evaluate=not args.no_eval, progress=not args.quiet, log=log,
-                  **({"publish": publish} if publish else {}))
+    metrics = run(args.data, out, cfg, evaluate=not args.no_eval, progress=not args.quiet, log=log, publish=publish)
     if "probe" in metrics:
         print(format_results(metrics))
     out = str(args.out).rstrip("/")

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from xdc_core.errors import ConfigError, InputError
+from xdc_core.regression import GATED, compare, load_baseline, markdown, measure_baseline, report
+from xdc_core.report import flat_metrics
+from xdc_core.store import write_json
 
 from .settings import add_settings_args, load_settings
 
@@ -43,12 +46,8 @@ def _evaluate(args: argparse.Namespace, cfg: Any, encoders: dict[str, str]) -> d
 
 
 def cmd_regress(args: argparse.Namespace) -> int:
-    from xdc_core import regression
-    from xdc_core.report import flat_metrics
-    from xdc_core.store import write_json
-
     cfg, source = load_settings(args, gpu=True if args.host else None)
-    baseline = None if args.write_baseline else regression.load_baseline(args.baseline)  # fail before any work
+    baseline = None if args.write_baseline else load_baseline(args.baseline)  # fail before any work
     encoders = {"video": _check_exists(args.video_encoder, "--video-encoder")}
     if args.audio_encoder:
         encoders["audio"] = _check_exists(args.audio_encoder, "--audio-encoder")
@@ -59,39 +58,45 @@ def cmd_regress(args: argparse.Namespace) -> int:
 
         encoders["audio"] = str(args.out / "random_audio_encoder.pt")
         save_encoder(init_encoder("audio", cfg), Path(encoders["audio"]))
-    args.out.mkdir(parents=True, exist_ok=True)
     about = {"manifest": args.manifest, "encoders": encoders, "settings": str(source),
              "where": args.host or "kfp.local", "date": datetime.date.today().isoformat()}
+    gated = [m for m in GATED if args.audio_encoder or m.startswith("video_")]
+    if baseline is None:
+        return _write_baseline(args, cfg, encoders, about, gated)
+    return _gate(args, cfg, encoders, about, {**baseline, "metrics": {
+        k: v for k, v in baseline["metrics"].items() if args.audio_encoder or k.startswith("video_")}})
 
-    if args.write_baseline:
-        runs = {}
-        for seed in args.seeds:
-            report = _evaluate(args, cfg.model_copy(update={"seed": seed}), encoders)
-            runs[seed] = flat_metrics(report)
-            print(f"seed {seed}: " + ", ".join(f"{k} {runs[seed][k]:.4f}" for k in regression.GATED if k in runs[seed]))
-        gated = [m for m in regression.GATED if args.audio_encoder or m.startswith("video_")]
-        measured = regression.measure_baseline(runs, report["probe"]["video"]["test_videos"], about, gated)
-        write_json(args.baseline, measured)
-        for name, m in measured["metrics"].items():
-            print(f"{name}: {m['value']:.4f} over seeds {m['seeds']} (spread {m['spread']:.4f}), "
-                  f"allowed drop {m['allowed_drop']:.3f}")
-        print(f"baseline → {args.baseline}")
-        return 0
 
-    assert baseline is not None
-    if not args.audio_encoder:
-        baseline = {**baseline, "metrics": {k: v for k, v in baseline["metrics"].items() if k.startswith("video_")}}
-    metrics = flat_metrics(_evaluate(args, cfg, encoders))
-    verdicts = regression.compare(baseline, metrics)
-    table = regression.markdown(verdicts)
+def _write_baseline(args: argparse.Namespace, cfg: Any, encoders: dict[str, str], about: dict[str, Any],
+                    gated: list[str]) -> int:
+    """Measure the baseline of ``gated`` over ``--seeds`` and write it to ``--baseline``."""
+    runs = {}
+    for seed in args.seeds:
+        report = _evaluate(args, cfg.model_copy(update={"seed": seed}), encoders)
+        runs[seed] = flat_metrics(report)
+        print(f"seed {seed}: " + ", ".join(f"{k} {runs[seed][k]:.4f}" for k in gated if k in runs[seed]))
+    measured = measure_baseline(runs, report["probe"]["video"]["test_videos"], about, gated)
+    write_json(args.baseline, measured)
+    for name, m in measured["metrics"].items():
+        print(f"{name}: {m['value']:.4f} over seeds {m['seeds']} (spread {m['spread']:.4f}), "
+              f"allowed drop {m['allowed_drop']:.3f}")
+    print(f"baseline → {args.baseline}")
+    return 0
+
+
+def _gate(args: argparse.Namespace, cfg: Any, encoders: dict[str, str], about: dict[str, Any],
+          baseline: dict[str, Any]) -> int:
+    """One evaluation against ``baseline``: the table (also to $GITHUB_STEP_SUMMARY), the JSON report,
+    exit 1 when a metric dropped by more than it may."""
+    verdicts = compare(baseline, flat_metrics(_evaluate(args, cfg, encoders)))
     passed = all(v.passed for v in verdicts)
-    summary = f"## Regression gate: {'passed' if passed else 'FAILED'}\n\n{table}\n"
+    summary = f"## Regression gate: {'passed' if passed else 'FAILED'}\n\n{markdown(verdicts)}\n"
     print(summary)
     if os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a") as f:
             f.write(summary)
     report_path = args.report or args.out / "regression_report.json"
-    write_json(report_path, regression.report(verdicts, {**about, "baseline": str(args.baseline)}))
+    write_json(report_path, report(verdicts, {**about, "baseline": str(args.baseline)}))
     print(f"report → {report_path}")
     return 0 if passed else 1
 

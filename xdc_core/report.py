@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-CROSS_MODAL = "cross_modal"  # the statistics key of the video-vs-audio cluster agreement
+from .layout import CROSS_MODAL
 
 
 def format_summary(summary: dict[str, Any], out: Path | str) -> str:

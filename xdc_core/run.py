@@ -42,10 +42,6 @@ Log = Callable[[str], None]
 Publish = Callable[[Path], None]
 
 
-def _keep_local(path: Path) -> None:
-    """The ``publish`` of a local OUT: the files are where they belong already."""
-
-
 def prepare_data(
     data: str | Path | None, layout: RunLayout, cfg: Config, evaluate: bool, progress: bool = True, log: Log = print,
 ) -> Path:
@@ -78,11 +74,12 @@ def run(
     evaluate: bool = True,
     progress: bool = True,
     log: Log = print,
-    publish: Publish = _keep_local,
+    publish: Publish | None = None,
 ) -> dict[str, Any]:
     """Run the deep-clustering loop into the folder ``out``; returns the metrics (with each
     iteration's statistics under ``"iteration_stats"`` and, when evaluated, per-video outcomes).
-    ``publish`` is called with each file or folder once it is final."""
+    ``publish`` (for an object-store OUT) is called with each file or folder once it is final."""
+    publish = publish or (lambda path: None)  # a local OUT: the files are where they belong already
     started = time.perf_counter()
     layout = RunLayout(Path(out))
     layout.root.mkdir(parents=True, exist_ok=True)
