@@ -9,7 +9,7 @@ Each sub-command is a thin caller of one function of :mod:`xdc_core.steps`, the 
     xdc step kmeans   --video-features F --audio-features F --iteration N --out CLUSTERS.npz
                       --stats KMEANS.json [--previous CLUSTERS.npz] [--data DECODED --gallery GALLERY.html]
     xdc step train    --data DECODED --modality M --iteration N --clusters C --encoder ENC.pt
-                      --out ENC.pt --stats TRAIN.json [--checkpoints DIR]
+                      --out ENC.pt --stats TRAIN.json [--checkpoints DIR|s3://…] [--nproc-per-node N]
     xdc step evaluate --data DECODED --video-encoder P --audio-encoder P --out metrics.json
                       [--plots DIR --run DIR]
 """
@@ -17,6 +17,7 @@ Each sub-command is a thin caller of one function of :mod:`xdc_core.steps`, the 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -56,11 +57,21 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _launch(args: argparse.Namespace, fn: Any, fn_args: tuple[Any, ...]) -> Any:
+    """``fn(*fn_args)`` in ``--nproc-per-node`` data-parallel processes (torchrun's engine), or here."""
+    from xdc_core import distributed
+
+    if args.nproc_per_node > 1 and "WORLD_SIZE" in os.environ:
+        raise ConfigError("--nproc-per-node starts its own processes; under torchrun leave it out "
+                          "(torchrun's --nproc-per-node says how many)")
+    return distributed.launch(fn, fn_args, args.nproc_per_node)
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     from xdc_core.steps import embed_step
 
     with _step(args, f"embed ({args.modality})", {"data": True, "encoder": False}, {"out": False}) as (cfg, p):
-        embed_step(p["data"], args.modality, cfg, p["encoder"], p["out"], args.progress)
+        _launch(args, embed_step, (p["data"], args.modality, cfg, p["encoder"], p["out"], args.progress))
     print(f"embed {args.modality}: encoder {args.encoder or 'random init'} → {args.out}")
     return 0
 
@@ -91,10 +102,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from xdc_core.steps import train_step
 
     inputs = {"data": True, "clusters": False, "encoder": False}
-    outputs = {"out": False, "stats": False, "checkpoints": True}
+    outputs = {"out": False, "stats": False}
     with _step(args, f"train ({args.modality}, iteration {args.iteration})", inputs, outputs) as (cfg, p):
-        result = train_step(p["data"], args.modality, cfg, args.iteration, p["clusters"], p["encoder"], p["out"],
-                            p["checkpoints"], args.progress, stats=p["stats"])
+        # the checkpoints go straight to their folder or bucket: a preempted machine's disk is lost
+        result = _launch(args, train_step, (p["data"], args.modality, cfg, args.iteration, p["clusters"],
+                                             p["encoder"], p["out"], args.checkpoints, args.progress, p["stats"]))
     print(f"train iteration {args.iteration}: {format_train(args.modality, result)} → {args.out}")
     return 0
 
@@ -129,6 +141,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", action="store_true", help="show progress bars (default: off)")
 
 
+def _data_parallel(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+                   help="data-parallel processes on this machine, one per GPU (default 1); train.batch_size is per "
+                   "process and train.lr_scaling says how the lr follows. Several machines: run the step under "
+                   "torchrun, as the Kubeflow PyTorchJob does (docs/kubeflow.md)")
+
+
 def _one_encoder(p: argparse.ArgumentParser, encoder: str) -> None:
     p.add_argument("--data", required=True, help="decoded dataset folder")
     p.add_argument("--modality", choices=MODALITIES, required=True)
@@ -152,6 +171,7 @@ def add_step_parser(sub: Any) -> None:
     p = steps.add_parser("embed", help="per-video features of the pretraining videos → .npz")
     _one_encoder(p, "encoder checkpoint")
     p.add_argument("--out", required=True, help="features file (.npz)")
+    _data_parallel(p)
     _common(p)
     p.set_defaults(func=cmd_embed)
 
@@ -173,7 +193,9 @@ def add_step_parser(sub: Any) -> None:
     p.add_argument("--clusters", required=True, help="clusters file of this iteration (.npz)")
     p.add_argument("--out", required=True, help="trained encoder checkpoint (.pt)")
     p.add_argument("--stats", required=True, help="training history (train_<modality>.json)")
-    p.add_argument("--checkpoints", help="per-epoch checkpoints: a rerun resumes from them")
+    p.add_argument("--checkpoints", help="folder or object-store prefix (s3://…) of the resumable checkpoints, "
+                   "written every epoch and every train.checkpoint_minutes: a rerun continues from the last one")
+    _data_parallel(p)
     _common(p)
     p.set_defaults(func=cmd_train)
 

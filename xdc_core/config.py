@@ -174,6 +174,18 @@ class TrainConfig(Schedule):
     val_fraction: float = Field(0.1, ge=0, lt=1, description="held-out slice of the unlabelled videos")
     workers: int = Field(2, ge=0, le=64, description="DataLoader worker processes")
     split: str | None = Field("train", description="manifest split used for pretraining (None: every video)")
+    lr_scaling: Literal["linear", "none"] = Field(
+        "linear",
+        description="batch_size is per process (per GPU, as the paper's bs); on N processes the global batch is "
+        "N x batch_size and linear makes the peak lr N x lr (Goyal et al. 2017), none keeps lr",
+    )
+    sync_bn: bool = Field(
+        False, description="SyncBatchNorm across GPUs; false = per-GPU BatchNorm statistics, as the paper's Caffe2 setup"
+    )
+    checkpoint_minutes: float = Field(
+        10.0, ge=0, le=24 * 60,
+        description="write a resumable checkpoint at least this often (and after every epoch); 0 = after every step",
+    )
 
 
 class EvalConfig(_Strict):

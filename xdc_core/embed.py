@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from . import distributed
 from .device import autocast, fast_layout
 from .models import model_input
 
@@ -58,6 +59,13 @@ def embed(
     device: torch.device,
     progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-video features ``[N, D]`` (the mean over its clips), video indices ``[N]`` and labels ``[N]``."""
-    feats, index, labels = clip_features(trunk, dataset, modality, batch_size, workers, device, progress)
-    return feats.mean(axis=1), index, labels
+    """Per-video features ``[N, D]`` (the mean over its clips), video indices ``[N]`` and labels ``[N]``.
+
+    With several ranks (:mod:`xdc_core.distributed`), rank r embeds videos r, r + ranks, ... and
+    every rank returns all of them, gathered in video order."""
+    world = distributed.world()
+    part = dataset if world.size == 1 else Subset(dataset, range(world.rank, len(dataset), world.size))  # type: ignore[arg-type]
+    feats, index, labels = clip_features(trunk, part, modality, batch_size, workers, device,
+                                         progress and world.main)
+    index, feats, labels = distributed.gather_rows((index, feats.mean(axis=1), labels))
+    return feats, index, labels

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import metrics
+from . import distributed, metrics
 from .config import MODALITIES, Config
 from .dataset import ClipDataset, read_index
 from .decode import DatasetMismatch, decode_dataset
@@ -186,12 +186,16 @@ def embed_step(
     dataset = ClipDataset(root, cfg.data, "eval", split, (modality,), clips=cfg.embed.clips)
     trunk = load_encoder(modality, cfg, encoder)
     started = time.perf_counter()
-    feats, index, labels = embed(
-        trunk, dataset, modality, cfg.embed.batch_size, cfg.embed.workers, resolve_device(cfg.device), progress
-    )
-    metrics.EMBED_RATE.labels(modality=modality).set(len(index) * cfg.embed.clips / (time.perf_counter() - started))
-    with atomic_write(out) as f:
-        np.savez(f, features=feats.astype(np.float32), index=index, labels=labels)
+    device = resolve_device(cfg.device)
+    with distributed.process_group(device) as world:  # several ranks under torchrun: each embeds a share
+        feats, index, labels = embed(trunk, dataset, modality, cfg.embed.batch_size, cfg.embed.workers,
+                                     distributed.rank_device(device), progress)
+        if world.main:
+            metrics.EMBED_RATE.labels(modality=modality).set(
+                len(index) * cfg.embed.clips / (time.perf_counter() - started))
+            with atomic_write(out) as f:
+                np.savez(f, features=feats.astype(np.float32), index=index, labels=labels)
+        distributed.barrier()  # the file exists for every rank once the step returns
     return Path(out)
 
 
@@ -275,12 +279,14 @@ def train_step(
     clusters: Path,
     encoder: Path | None,
     out: Path,
-    ckpt_dir: Path | None = None,
+    ckpt_dir: str | Path | None = None,
     progress: bool = True,
     stats: Path | None = None,
 ) -> dict[str, Any]:
     """Train the ``modality`` encoder (from ``encoder``, or random init) on the pseudo-labels its
-    method gives it → ``out``. ``ckpt_dir`` keeps per-epoch checkpoints so a rerun resumes.
+    method gives it → ``out``. ``ckpt_dir`` (a folder or an object-store prefix) keeps resumable
+    checkpoints (every epoch and every ``train.checkpoint_minutes``) so a rerun continues.
+    Under torchrun (several ranks) the ranks train data-parallel and rank 0 writes.
     Returns the training history, also written to ``stats`` (train_<modality>.json)."""
     assignments = _load_npz(clusters, "clusters", ())
     try:
@@ -289,7 +295,7 @@ def train_step(
         raise InputError(f"clusters file {clusters} does not fit method {cfg.cluster.method!r}: {err}") from None
     result = train_on_targets(root, modality, cfg, iteration, heads, encoder, out, ckpt_dir, progress,
                               source=clusters)
-    if stats is not None:
+    if stats is not None and distributed.world().main:
         write_json(stats, {"step": "train", "iteration": iteration, "modality": modality,
                            "method": cfg.cluster.method, **result})
     return result
@@ -303,9 +309,10 @@ def train_on_targets(
     heads: list[np.ndarray],
     encoder: Path | None,
     out: Path,
-    ckpt_dir: Path | None = None,
+    ckpt_dir: str | Path | None = None,
     progress: bool = True,
     source: Path | str = "targets",
+    log: Any = print,
 ) -> dict[str, Any]:
     """:func:`train_step` with the targets given as arrays, one per head (e.g. class labels for the
     supervised upper bound)."""
@@ -318,12 +325,17 @@ def train_on_targets(
             f"{source} has {len(heads[0])} assignments but {root} has {len(train_set)} pretraining videos"
         )
     trunk = load_encoder(modality, cfg, encoder)
-    result, _ = train_encoder(
-        trunk, modality, train_set, val_set, heads, cfg.train, cfg.seed * 1000 + iteration, resolve_device(cfg.device),
-        ckpt_dir=ckpt_dir, progress=progress, monitor=metrics.TrainMonitor(modality, cfg.cluster.method, iteration),
-    )
-    save_encoder(trunk, Path(out))
-    return result.__dict__.copy()
+    device = resolve_device(cfg.device)
+    with distributed.process_group(device) as world:  # several ranks under torchrun: data parallel
+        result, _ = train_encoder(
+            trunk, modality, train_set, val_set, heads, cfg.train, cfg.seed * 1000 + iteration,
+            distributed.rank_device(device), ckpt_dir=ckpt_dir, progress=progress,
+            monitor=metrics.TrainMonitor(modality, cfg.cluster.method, iteration), log=log,
+        )
+        if world.main:
+            save_encoder(trunk, Path(out))
+        distributed.barrier()
+    return result.__dict__.copy() | {"processes": world.size}
 
 
 # -- evaluate ----------------------------------------------------------------------------------------

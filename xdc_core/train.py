@@ -8,14 +8,18 @@ As in DeepCluster and the paper's supplementary (§A, Tables 9-10):
 * SGD with linear warmup then step decay (:func:`lr_at`);
 * a held-out slice of the unlabelled videos measures the pseudo-label loss each epoch; training
   stops when it has risen ``patience`` (3) epochs in a row, and the best epoch's weights are kept;
-* a checkpoint after every epoch; a rerun resumes from it and, with the same seed, reproduces the
-  uninterrupted run (each epoch's randomness is seeded from ``(seed, epoch)``).
+* a checkpoint after every epoch and every ``checkpoint_minutes`` (to a folder or the object
+  store); a rerun resumes from it, mid-epoch too, and with the same seed reproduces the
+  uninterrupted run (each epoch's samples and each item's augmentation are seeded from
+  ``(seed, epoch)``, :func:`epoch_samples`);
+* data parallel over the ranks of :mod:`xdc_core.distributed` (DistributedDataParallel).
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import math
 import time
@@ -27,14 +31,16 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from . import distributed, store
 from .config import Schedule, TrainConfig
 from .device import autocast, fast_layout
+from .errors import ConfigError
 from .metrics import TrainMonitor
 from .models import model_input
-from .store import atomic_write
 
 
 class UniformLabelSampler(Sampler[int]):
@@ -117,7 +123,12 @@ class Heads(nn.Module):
 
 
 class WithTargets(Dataset[dict[str, Any]]):
-    """A dataset whose item ``i`` also carries ``targets[:, i]`` (one label per head)."""
+    """A dataset whose item ``i`` also carries ``targets[:, i]`` (one label per head).
+
+    An item may also be asked for as ``(i, seed)``: its random augmentation (drawn from torch's
+    RNG, see :class:`~xdc_core.dataset.ClipDataset`) then depends on ``seed`` alone, not on which
+    process or DataLoader worker reads it, nor on what that process read before.
+    """
 
     def __init__(self, dataset: Dataset[dict[str, Any]], targets: np.ndarray) -> None:
         self.dataset, self.targets = dataset, torch.as_tensor(targets, dtype=torch.long)
@@ -125,8 +136,13 @@ class WithTargets(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return self.targets.shape[1]
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.dataset[i] | {"targets": self.targets[:, i]}
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        if isinstance(key, int):
+            return self.dataset[key] | {"targets": self.targets[:, key]}
+        i, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[i] | {"targets": self.targets[:, i]}
 
 
 @dataclass
@@ -159,45 +175,115 @@ def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def _fingerprint(targets: np.ndarray, cfg: TrainConfig, modality: str, seed: int) -> str:
+def _fingerprint(targets: np.ndarray, cfg: TrainConfig, modality: str, seed: int, world_size: int) -> str:
     h = hashlib.sha1(np.ascontiguousarray(targets).tobytes())
-    h.update(json.dumps([cfg.model_dump(), modality, seed], sort_keys=True).encode())
+    h.update(json.dumps([cfg.model_dump(), modality, seed, world_size], sort_keys=True).encode())
     return h.hexdigest()
 
 
+def effective_lr(cfg: TrainConfig, world_size: int) -> float:
+    """The peak lr of a run on ``world_size`` processes: ``train.batch_size`` is per process (the
+    paper's bs is per GPU), so the global batch is ``batch_size × world_size``; with
+    ``lr_scaling: linear`` the lr grows with it (Goyal et al. 2017: the same lr per example, the
+    warmup keeps the first steps stable), with ``none`` it stays ``train.lr``."""
+    return cfg.lr * world_size if cfg.lr_scaling == "linear" else cfg.lr
+
+
+def epoch_samples(
+    labels: np.ndarray, train_pos: np.ndarray, cfg: TrainConfig, seed: int, epoch: int, world_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """What one epoch trains on, for every rank: ``(videos, seeds)``, both ``[steps, world_size, batch]``.
+
+    ``videos[s, r]`` is rank r's batch at step s (dataset positions, drawn evenly over the
+    pseudo-classes of ``labels``), ``seeds[s, r]`` the augmentation seed of each of its items. A
+    pure function of (seed, epoch, world size): the ranks' samples partition the epoch without
+    talking to each other, and a run resumed at step s reads exactly the items it would have.
+    The epoch is ``epoch_size`` rounded up to whole global batches.
+    """
+    epoch_seed = int(np.random.default_rng([seed, epoch]).integers(2**62))
+    steps = math.ceil(cfg.epoch_size / (cfg.batch_size * world_size))
+    n = steps * world_size * cfg.batch_size
+    videos = train_pos[UniformLabelSampler(labels[train_pos], n, epoch_seed).indices()]
+    seeds = np.random.default_rng([epoch_seed, 1]).integers(2**62, size=n)
+    shape = (steps, world_size, cfg.batch_size)
+    return videos.reshape(shape), seeds.reshape(shape)
+
+
 def _batches(
-    dataset: Dataset[dict[str, Any]], sampler: Sequence[int], batch_size: int, workers: int, seed: int
+    dataset: Dataset[dict[str, Any]], keys: Sequence[tuple[int, int]], batch_size: int, workers: int
 ) -> DataLoader[dict[str, Any]]:
+    """Batches of the items ``keys`` name, in order: ``(position, augmentation seed)`` pairs."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=sampler,  # type: ignore[arg-type]
+        sampler=keys,  # type: ignore[arg-type]
         num_workers=workers,
-        generator=torch.Generator().manual_seed(seed),  # seeds the workers' augmentation RNG
         pin_memory=torch.cuda.is_available(),
     )
 
 
-def _logits(trunk: nn.Module, heads: Heads, modality: str, x: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+class Classifier(nn.Module):
+    """The trunk and its heads as one module (what DistributedDataParallel wraps)."""
+
+    def __init__(self, trunk: nn.Module, heads: Heads) -> None:
+        super().__init__()
+        self.trunk, self.heads = trunk, heads
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.heads(self.trunk(x))
+
+
+def _logits(model: nn.Module, modality: str, x: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
     with autocast(device):
-        inputs = fast_layout(model_input(modality, x.to(device, non_blocking=True)), device)
-        return [h.float() for h in heads(trunk(inputs))]
+        return [h.float() for h in model(fast_layout(model_input(modality, x.to(device, non_blocking=True)), device))]
 
 
 @torch.no_grad()
-def _val_loss(
-    trunk: nn.Module, heads: Heads, modality: str, loader: DataLoader[dict[str, Any]], device: torch.device
-) -> float:
-    trunk.eval()
+def _val_loss(model: Classifier, modality: str, loader: DataLoader[dict[str, Any]], device: torch.device) -> float:
+    """The held-out pseudo-label loss; each rank scores its share of the held-out videos."""
+    model.eval()
     total, n = 0.0, 0
     for batch in loader:
         x = batch[modality].flatten(0, 1)  # eval mode: [B, clips, ...]; one clip per video here
-        logits = _logits(trunk, heads, modality, x, device)
+        logits = _logits(model, modality, x, device)
         t = batch["targets"].to(device)
         total += sum(nn.functional.cross_entropy(lg, t[:, h], reduction="sum").item() for h, lg in enumerate(logits))
         n += len(x) * len(logits)
-    trunk.train()
+    model.train()
+    total, n = distributed.all_sum([total, n], device)
     return total / max(n, 1)
+
+
+class Checkpoints:
+    """The resumable state of one training run at ``where``/last.pt: a folder or an object-store
+    prefix (``s3://…``; a preempted pod's disk is gone, the bucket is not). Rank 0 writes."""
+
+    def __init__(self, where: str | Path | None, log: Callable[[str], None]) -> None:
+        self.uri = None if where is None else f"{str(where).rstrip('/')}/last.pt"
+        self.log = log
+        self.saved_at = time.monotonic()
+
+    def load(self, fingerprint: str, device: torch.device) -> dict[str, Any] | None:
+        """The saved state if there is one for this very run (same targets, settings, seed, ranks)."""
+        if self.uri is None or not store.exists(self.uri):
+            return None
+        state = torch.load(io.BytesIO(store.read_bytes(self.uri)), map_location=device, weights_only=False)
+        if state["fingerprint"] != fingerprint:
+            self.log(f"checkpoint {self.uri} is of another run (targets, settings or ranks differ): starting over")
+            return None
+        return state
+
+    def due(self, minutes: float) -> bool:
+        """Whether ``minutes`` have passed since the last save (0: always)."""
+        return time.monotonic() - self.saved_at >= minutes * 60
+
+    def save(self, state: dict[str, Any]) -> None:
+        if self.uri is None or not distributed.world().main:
+            return
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        store.write_bytes(self.uri, buf.getbuffer().tobytes())
+        self.saved_at = time.monotonic()
 
 
 def train_encoder(
@@ -209,11 +295,13 @@ def train_encoder(
     cfg: TrainConfig,
     seed: int,
     device: torch.device,
-    ckpt_dir: Path | None = None,
+    ckpt_dir: str | Path | None = None,
     progress: bool = True,
     on_epoch_end: Callable[[int, TrainResult], None] | None = None,
+    on_step_end: Callable[[int, int], None] | None = None,
     classes: Sequence[int] | None = None,
     monitor: TrainMonitor | None = None,
+    log: Callable[[str], None] = print,
 ) -> tuple[TrainResult, Heads]:
     """Train ``trunk`` in place to predict ``targets`` (one array per head, aligned with the datasets).
 
@@ -222,7 +310,19 @@ def train_encoder(
     ``train_set`` yields training-mode items, ``val_set`` eval-mode items of the same videos; a
     ``cfg.val_fraction`` slice of them is held out for the pseudo-label validation loss.
     ``monitor`` gets each step's loss, lr and data wait, and each epoch's held-out loss (metrics).
+
+    Data parallel when the process group of :mod:`xdc_core.distributed` has several ranks: each
+    rank trains on its share of every global batch (:func:`epoch_samples`), gradients are averaged
+    by DistributedDataParallel, the held-out loss is summed over the ranks, and only rank 0 writes.
+    BatchNorm statistics are per process (as the paper's Caffe2 setup) unless ``cfg.sync_bn``.
+    ``ckpt_dir`` (a folder or an object-store prefix) receives a checkpoint after every epoch and
+    every ``cfg.checkpoint_minutes``; a rerun resumes from it, at the step it was written, and
+    ends with the weights of an uninterrupted run. ``on_epoch_end(epochs done, result)`` and
+    ``on_step_end(epoch, steps done)`` are called after each epoch and step.
     """
+    w = distributed.world()
+    say = log if w.main else (lambda _line: None)
+    monitor = monitor if w.main else None
     y = np.stack([np.asarray(t, dtype=np.int64) for t in targets])  # [heads, N]
     train_pos, val_pos = split_holdout(y.shape[1], cfg.val_fraction, seed)
     classes = list(classes) if classes is not None else [int(t.max()) + 1 for t in y]
@@ -230,10 +330,14 @@ def train_encoder(
     with torch.random.fork_rng(devices=[]):  # the heads' init depends on the seed alone, not on the process
         torch.manual_seed(seed)
         heads = Heads(int(trunk.out_dim), classes)
-    fast_layout(trunk.to(device), device).train()
-    heads.to(device)
-    params = [p for m in (trunk, heads) for p in m.parameters()]
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.sync_bn and w.size > 1:
+        if device.type != "cuda":
+            raise ConfigError("train.sync_bn needs GPUs (SyncBatchNorm runs on CUDA only); set it to false on CPUs")
+        trunk = nn.SyncBatchNorm.convert_sync_batchnorm(trunk)  # swaps the layers in place
+    model = Classifier(trunk, heads)
+    fast_layout(model.to(device), device).train()
+    schedule = cfg.model_copy(update={"lr": effective_lr(cfg, w.size)})
+    opt = torch.optim.SGD(model.parameters(), lr=schedule.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     result = TrainResult(early_stop=stop_why)
     # With early stopping, an epoch is kept only if its held-out loss beats chance (ln k): targets
     # that the trunk can only memorise (no better than chance on held-out videos) teach it nothing,
@@ -241,59 +345,71 @@ def train_encoder(
     best: dict[str, Any] = {"val": math.inf, "epoch": 0, "trunk": None}
     if stop_early:
         best = {"val": chance_loss(classes), "epoch": 0, "trunk": copy.deepcopy(trunk.state_dict())}
-    start_epoch = 0
-    fingerprint = _fingerprint(y, cfg, modality, seed)
-    ckpt = ckpt_dir / "last.pt" if ckpt_dir else None
-    if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        if state["fingerprint"] == fingerprint:
-            trunk.load_state_dict(state["trunk"])
-            heads.load_state_dict(state["heads"])
-            opt.load_state_dict(state["optimizer"])
-            result = TrainResult(**state["result"])
-            best, start_epoch = state["best"], state["epoch"] + 1
-            result.resumed_from = start_epoch
-            if result.stop_reason:  # finished before; nothing left to do
-                _restore_best(trunk, best)
-                return result, heads
+    start_epoch, start_step, totals = 0, 0, [0.0, 0.0]
+    fingerprint = _fingerprint(y, cfg, modality, seed, w.size)
+    ckpts = Checkpoints(ckpt_dir, say)
+    state = ckpts.load(fingerprint, device)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        result = TrainResult(**state["result"])
+        best, start_epoch, start_step, totals = state["best"], state["epoch"], state["step"], state["totals"]
+        result.resumed_from = start_epoch
+        say(f"resumed {modality} training from checkpoint {ckpts.uri}: epoch {start_epoch + 1}, step {start_step}")
+        if result.stop_reason:  # finished before; nothing left to do
+            _restore_best(trunk, best)
+            return result, heads
+    distributed.barrier()  # every rank has read the checkpoint before rank 0 may write a newer one
 
+    def checkpoint(epoch: int, step: int) -> None:
+        ckpts.save({"fingerprint": fingerprint, "epoch": epoch, "step": step, "totals": totals,
+                    "model": model.state_dict(), "optimizer": opt.state_dict(), "result": asdict(result),
+                    "best": best})
+
+    trained: nn.Module = model
+    if w.size > 1:
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     labelled = WithTargets(train_set, y)
     val_loader = DataLoader(
-        torch.utils.data.Subset(WithTargets(val_set, y), val_pos.tolist()),
+        torch.utils.data.Subset(WithTargets(val_set, y), val_pos[w.rank :: w.size].tolist()),
         batch_size=cfg.batch_size,
         num_workers=cfg.workers,
     )
-    steps = math.ceil(cfg.epoch_size / cfg.batch_size)
     for epoch in range(start_epoch, cfg.total_epochs):
-        epoch_seed = int(np.random.default_rng([seed, epoch]).integers(2**62))
-        torch.manual_seed(epoch_seed)  # augmentation RNG when loading in this process
-        sampler = train_pos[UniformLabelSampler(y[0, train_pos], cfg.epoch_size, epoch_seed).indices()]
-        loader = _batches(labelled, sampler.tolist(), cfg.batch_size, cfg.workers, epoch_seed)
-        total, count = 0.0, 0
-        bar = tqdm(loader, desc=f"train {modality} epoch {epoch + 1}", leave=False, disable=not progress or None)
+        videos, seeds = epoch_samples(y[0], train_pos, cfg, seed, epoch, w.size)
+        steps = len(videos)
+        keys = list(zip(videos[:, w.rank].ravel().tolist(), seeds[:, w.rank].ravel().tolist(), strict=True))
+        skip = start_step * cfg.batch_size if epoch == start_epoch else 0
+        loader = _batches(labelled, keys[skip:], cfg.batch_size, cfg.workers)
+        bar = tqdm(loader, desc=f"train {modality} epoch {epoch + 1}", leave=False,
+                   disable=not progress or not w.main or None)
         ready = time.perf_counter()
-        for step, batch in enumerate(bar):
+        for step, batch in enumerate(bar, start=skip // cfg.batch_size):
             fetched = time.perf_counter()  # since `ready`: waiting for the loader
-            lr = lr_at(cfg, epoch, step, steps)
+            lr = lr_at(schedule, epoch, step, steps)
             for g in opt.param_groups:
                 g["lr"] = lr
-            logits = _logits(trunk, heads, modality, batch[modality], device)
+            logits = _logits(trained, modality, batch[modality], device)
             t = batch["targets"].to(device)
             loss = sum(nn.functional.cross_entropy(lg, t[:, h]) for h, lg in enumerate(logits)) / len(logits)
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[union-attr]
             opt.step()
-            step_loss = loss.item()  # type: ignore[union-attr]
-            total += step_loss * len(t)
-            count += len(t)
+            step_loss, n = distributed.all_sum([loss.item() * len(t), len(t)], device)  # type: ignore[union-attr]
+            totals = [totals[0] + step_loss, totals[1] + n]
             if monitor is not None:
                 now = time.perf_counter()
-                monitor.step(step_loss, lr, len(t), fetched - ready, now - fetched)
+                monitor.step(step_loss / n, lr, int(n), fetched - ready, now - fetched)
+            if step + 1 < steps and ckpts.due(cfg.checkpoint_minutes):
+                checkpoint(epoch, step + 1)
+            if on_step_end is not None:
+                on_step_end(epoch, step + 1)
             ready = time.perf_counter()
-        result.train_loss.append(round(total / max(count, 1), 5))
+        result.train_loss.append(round(totals[0] / max(totals[1], 1), 5))
+        totals = [0.0, 0.0]
         result.epochs = epoch + 1
         if len(val_pos):
-            val = _val_loss(trunk, heads, modality, val_loader, device)
+            val = _val_loss(model, modality, val_loader, device)
             result.val_loss.append(round(val, 5))
             rises = rising_streak(result.val_loss)
             if stop_early and val < best["val"]:
@@ -310,11 +426,7 @@ def train_encoder(
         if result.stop_reason and best["trunk"] is not None and stop_early:
             _restore_best(trunk, best)
         result.best_epoch = best["epoch"] if best["trunk"] is not None else result.epochs
-        if ckpt is not None:
-            with atomic_write(ckpt) as f:
-                torch.save({"fingerprint": fingerprint, "epoch": epoch, "trunk": trunk.state_dict(),
-                            "heads": heads.state_dict(), "optimizer": opt.state_dict(), "result": asdict(result),
-                            "best": best}, f)
+        checkpoint(epoch + 1, 0)
         if monitor is not None:
             gpu_peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
             monitor.epoch(result.epochs, result.val_loss[-1] if result.val_loss else None, gpu_peak)
