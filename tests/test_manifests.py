@@ -310,6 +310,18 @@ def test_ci_role_creates_runs_and_nothing_else(rendered):
     assert not [d for d in docs if d["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
 
 
+def test_training_role_manages_pytorchjobs_and_nothing_else(rendered):
+    """What xdc_kfp/training_job.py calls (create, get, delete on pytorchjobs), for the account
+    KFP runs a Profile's tasks under, and no more."""
+    docs = rendered["gke"][1]
+    rules = _one(docs, "Role", "xdc-training-jobs")["rules"]
+    granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    assert granted == {("kubeflow.org", "pytorchjobs", v) for v in ("create", "get", "delete")}
+    binding = _one(docs, "RoleBinding", "xdc-training-jobs")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "xdc-training-jobs"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "default-editor", "namespace": "xdc"}]
+
+
 # ---- alerts: promtool ------------------------------------------------------------------------
 
 PROMTOOL_HINT = "promtool (Debian: apt-get install --no-install-recommends prometheus; .ci/run does)"
@@ -407,6 +419,27 @@ def test_alerts_and_dashboard_use_only_metrics_xdc_exports(rendered):
 # ---- checkov ---------------------------------------------------------------------------------
 
 
+def _pytorchjob_and_pods() -> list[dict]:
+    """The PyTorchJob of a 2-node training step as xdc_kfp/training_job.py renders it, and the
+    Pods the Training Operator makes of its replicas (<job>-<replica>-<i>; restartPolicy ExitCode
+    becomes Never on the pod, the operator recreating it instead). checkov looks inside the Pods
+    only: a PyTorchJob's templates are not a kind it knows."""
+    from xdc_kfp.placement import Placement
+    from xdc_kfp.training_job import job_name, pytorchjob_manifest, torchrun_command
+
+    job = pytorchjob_manifest(job_name("checkov", "train-video-1"), "ghcr.io/xdc-project/xdc:0.1.0-gpu", 2, 8,
+                              torchrun_command(8, ["step", "train"]), Placement(s3_secret="xdc-s3"))
+    pods = []
+    for rtype, spec in job["spec"]["pytorchReplicaSpecs"].items():
+        for i in range(spec["replicas"]):
+            meta = json.loads(json.dumps(spec["template"].get("metadata", {})))
+            meta |= {"name": f"{job['metadata']['name']}-{rtype.lower()}-{i}", "namespace": job["metadata"]["namespace"]}
+            pods.append({"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+                         "spec": {**spec["template"]["spec"], "restartPolicy": "Never"}})
+    return [job, *pods]
+
+
+
 @pytest.mark.integration
 def test_checkov_finds_nothing_but_the_accepted(rendered, tmp_path):
     """checkov on the rendered overlays, the Dockerfiles and the workflows, offline. Any finding
@@ -420,6 +453,7 @@ def test_checkov_finds_nothing_but_the_accepted(rendered, tmp_path):
     (tmp_path / "rendered").mkdir()
     for overlay, (text, _) in rendered.items():
         (tmp_path / "rendered" / f"{overlay}.yaml").write_text(text)
+    (tmp_path / "rendered" / "pytorchjob.yaml").write_text(yaml.safe_dump_all(_pytorchjob_and_pods(), sort_keys=False))
     shutil.copytree(REPO / "dockerfiles", tmp_path / "dockerfiles")
     shutil.copytree(REPO / ".github" / "workflows", tmp_path / ".github" / "workflows")
     # Offline: no API key (so no platform), no policy or guideline download, no check for a newer
