@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
+import tracemalloc
 
+import faiss
 import numpy as np
 import pytest
 
+import xdc_core.kmeans as kmeans_module
 from xdc_core.kmeans import _fix_empty, kmeans, l2_normalize, nmi, pca_whiten, purity
 
 
@@ -34,7 +38,7 @@ def nmi_formula(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_recovers_blobs_with_correct_stats() -> None:
     x, ids = blobs()
-    result = kmeans(x, 6, seed=0, labels=ids)
+    result = kmeans(x, 6, seed=0, labels=ids, use_gpu=False)
     a = result.assignments
     assert a.dtype == np.int64 and a.shape == (300,)
     assert result.centroids.dtype == np.float32 and result.centroids.shape == (6, 32)
@@ -51,6 +55,7 @@ def test_recovers_blobs_with_correct_stats() -> None:
     d = s.to_dict()
     json.dumps(d)
     assert d["nmi_previous"] is None and d["purity"] == round(s.purity, 4)
+    assert d["device"] == "cpu"  # use_gpu=False
 
 
 def test_deterministic_for_a_seed() -> None:
@@ -180,3 +185,136 @@ def test_l2_normalize_zero_rows() -> None:
     y = l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
     assert y.dtype == np.float32
     np.testing.assert_allclose(y, [[0.6, 0.8], [0.0, 0.0]])
+
+
+def brute_force_objective(x: np.ndarray, result) -> float:
+    """Sum of squared distances of the clustered points to their centroids, in float64."""
+    return float(((x.astype(np.float64) - result.centroids[result.assignments].astype(np.float64)) ** 2).sum())
+
+
+@pytest.mark.parametrize("case", ["blobs", "pca", "duplicates", "float64 noise"])
+def test_objective_is_the_brute_force_sum(case: str) -> None:
+    # kmeans() sums faiss's own float32 distances instead of recomputing them: same value.
+    rng = np.random.default_rng(7)
+    if case == "duplicates":  # 3 distinct points, k = 5: clusters faiss left empty were re-split
+        x, k, pca = np.repeat(np.eye(3, 6, dtype=np.float32), 20, axis=0), 5, 0
+    elif case == "float64 noise":
+        x, k, pca = rng.standard_normal((2000, 40)), 30, 0
+    else:
+        x, k, pca = blobs(n=400, k=8, d=32, seed=5)[0], 8, (8 if case == "pca" else 0)
+    r = kmeans(x, k, seed=3, pca_dim=pca, use_gpu=False)
+    xn = l2_normalize(pca_whiten(l2_normalize(x), pca)) if pca else l2_normalize(x)
+    # faiss's terms are float32: a relative error far below 1e-6 once summed (1e-9 measured).
+    assert r.stats.objective == pytest.approx(brute_force_objective(xn, r), rel=1e-6, abs=1e-9)
+    if case == "duplicates":
+        assert r.stats.empty_before_fix == 2
+
+
+def test_objective_exact_after_empty_clusters_are_fixed(monkeypatch) -> None:
+    # faiss's final search leaves a cluster empty (forced here: cluster 4's points handed to
+    # cluster 0, with their distances to centroid 0, as faiss would report them). Re-splitting
+    # then moves points and centroids, so faiss's distances are stale for those clusters.
+    x, _ = blobs(n=200, k=5, d=16, seed=6)
+    xn = l2_normalize(x)
+    real = kmeans_module._train_kmeans
+    naive = {}
+
+    def faiss_left_cluster_4_empty(xs, k, seed, niter, ngpu=0):
+        a, c, dist = real(xs, k, seed, niter, ngpu)
+        if k == 5:  # the main clustering, not _fix_empty's 2-means
+            a = np.where(a == 4, 0, a)
+            dist = ((xs - c[a]) ** 2).sum(axis=1, dtype=np.float32)
+            naive["objective"] = float(dist.sum(dtype=np.float64))
+        return a, c, dist
+
+    monkeypatch.setattr(kmeans_module, "_train_kmeans", faiss_left_cluster_4_empty)
+    r = kmeans(x, 5, seed=0, use_gpu=False)
+    assert r.stats.empty_before_fix == 1 and np.bincount(r.assignments, minlength=5).min() > 0
+    brute = brute_force_objective(xn, r)
+    assert r.stats.objective == pytest.approx(brute, rel=1e-6)
+    # Summing the stale distances would be far off: the check above can tell the two apart.
+    assert abs(naive["objective"] - brute) > 0.05 * brute
+
+
+def test_blockwise_passes_match_whole_array(monkeypatch) -> None:
+    x, _ = blobs(n=300, k=6, d=32, seed=8)
+    x[5] = 0.0  # a zero row stays zero
+    whole = kmeans(x, 6, seed=1, use_gpu=False)
+    monkeypatch.setattr(kmeans_module, "_BLOCK_ELEMENTS", 7 * 32 + 5)  # 7 rows a block, last one short
+    xn = l2_normalize(x)
+    # Bit-identical to the one-shot numpy formula, so a seed gives the same clusters as before.
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.testing.assert_array_equal(xn, x / np.maximum(norms, 1e-12))
+    assert (xn[5] == 0).all()
+    blocked = kmeans(x, 6, seed=1, use_gpu=False)
+    np.testing.assert_array_equal(blocked.assignments, whole.assignments)
+    assert blocked.stats.objective == pytest.approx(whole.stats.objective, rel=1e-12)
+    bad = x.copy()
+    bad[[0, 6, 7, 299], 3] = np.nan  # rows in the first, in a middle and in the last block
+    with pytest.raises(ValueError, match="4 of 300 rows contain NaN or inf"):
+        kmeans(bad, 6, seed=0, use_gpu=False)
+
+
+def test_memory_is_one_copy_of_the_features(monkeypatch) -> None:
+    # numpy's allocations are traced: the peak must stay near the one float32 copy kmeans()
+    # normalises (plus O(N) arrays), not the several N x d temporaries it used to make
+    # (float64 differences for the objective alone were 2 copies). faiss's own C++ buffers are
+    # not traced; bare faiss needs them too.
+    x, _ = blobs(n=20_000, k=16, d=64, seed=9)
+    monkeypatch.setattr(kmeans_module, "_BLOCK_ELEMENTS", 1 << 14)  # 64 KB blocks: below the noise
+    kmeans(x[:200], 16, seed=0, use_gpu=False)  # faiss's first call allocates its own state
+    tracemalloc.start()
+    try:
+        kmeans(x, 16, seed=0, use_gpu=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.3 * x.nbytes, f"peak {peak / x.nbytes:.2f} x the features"
+
+
+def test_gpu_fallback_logs_one_warning(monkeypatch, caplog) -> None:
+    x, _ = blobs(n=120, k=4, d=16, seed=4)
+    caplog.set_level(logging.INFO, logger="xdc_core.kmeans")
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(2)  # the warning names the thread count
+    try:
+        # faiss-cpu: no GPU support at all.
+        monkeypatch.delattr(faiss, "StandardGpuResources", raising=False)
+        r = kmeans(x, 4, seed=0, use_gpu=True)
+        assert r.stats.device == "cpu"
+        [rec] = caplog.records
+        assert rec.levelno == logging.WARNING and rec.name == "xdc_core.kmeans"
+        assert "CPU with 2 threads" in rec.getMessage() and "CPU-only build" in rec.getMessage()
+        # faiss-gpu without a visible GPU.
+        caplog.clear()
+        monkeypatch.setattr(faiss, "StandardGpuResources", object, raising=False)
+        monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0)
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+        assert kmeans(x, 4, seed=0, use_gpu=True).stats.device == "cpu"
+        [rec] = caplog.records
+        assert rec.levelno == logging.WARNING and "faiss sees no GPU (CUDA_VISIBLE_DEVICES='')" in rec.getMessage()
+        # No GPU asked for: nothing to warn about, same clusters.
+        caplog.clear()
+        r_cpu = kmeans(x, 4, seed=0, use_gpu=False)
+        assert caplog.records == [] and r_cpu.stats.device == "cpu"
+        np.testing.assert_array_equal(r_cpu.assignments, r.assignments)
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
+def test_gpus_faiss_sees_are_used_and_reported(monkeypatch, caplog) -> None:
+    # No GPU here: pretend faiss-gpu sees two, and check that they reach faiss's Kmeans and the stats.
+    x, _ = blobs(n=120, k=4, d=16, seed=4)
+    monkeypatch.setattr(faiss, "StandardGpuResources", object, raising=False)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 2)
+    asked = []
+    real = kmeans_module._train_kmeans
+
+    def on_cpu(xs, k, seed, niter, ngpu=0):
+        asked.append(ngpu)
+        return real(xs, k, seed, niter, 0)
+
+    monkeypatch.setattr(kmeans_module, "_train_kmeans", on_cpu)
+    caplog.set_level(logging.INFO, logger="xdc_core.kmeans")
+    r = kmeans(x, 4, seed=0, use_gpu=True)
+    assert asked == [2] and r.stats.device == "gpu:0,1" and caplog.records == []

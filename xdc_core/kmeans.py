@@ -6,15 +6,27 @@ point to its nearest centroid, then re-split the largest clusters until no clust
 empty cluster would be a pseudo-label that never gets a training example). The assignments are
 the pseudo-labels that supervise the *other* modality's encoder.
 
-Pure numpy/faiss, no torch and no I/O, so it is easy to test and to run on a CPU.
+Pure numpy/faiss, no torch and no I/O, so it is easy to test and to run on a CPU. With
+``use_gpu`` faiss trains and assigns on all the GPUs it sees (limit them with
+``CUDA_VISIBLE_DEVICES``); without faiss-gpu or a visible GPU it runs on the CPU and logs one
+warning. Memory: one float32 copy of the features (two with PCA: the whitened copy is smaller or
+equal) plus O(N) arrays; every other O(N*d) pass works in blocks of rows.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import asdict, dataclass
 
 import faiss
 import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Elements per block in the O(N*d) numpy passes (finite check, normalisation, distances):
+# 16-32 MB temporaries whatever N is, instead of one N*d temporary per operation.
+_BLOCK_ELEMENTS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,7 @@ class ClusterStats:
     nmi_previous: float | None  # NMI with the previous iteration's assignment, when given
     purity: float | None  # vs true labels, when given (reporting only)
     nmi_labels: float | None  # vs true labels, when given (reporting only)
+    device: str  # where faiss ran: "cpu", or "gpu:0" / "gpu:0,1,..." (the GPU ids faiss used)
 
     def to_dict(self) -> dict:
         """A plain JSON-able dict, floats rounded to 4 decimals."""
@@ -43,11 +56,47 @@ class Clustering:
     stats: ClusterStats
 
 
+def _block_rows(d: int) -> int:
+    return max(1, _BLOCK_ELEMENTS // max(d, 1))
+
+
 def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (float32); all-zero rows stay zero instead of becoming NaN."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
+    """Rows scaled to unit L2 norm, as a new float32 C-contiguous array (the one copy of ``x``);
+    all-zero rows stay zero instead of becoming NaN."""
+    out = np.array(x, dtype=np.float32, order="C", copy=True)
+    _l2_normalize_inplace(out)
+    return out
+
+
+def _l2_normalize_inplace(x: np.ndarray) -> None:
+    """:func:`l2_normalize` of a float32 C-contiguous array, in place, block by block.
+
+    numpy's norm and division rather than ``faiss.normalize_L2`` (also in place, and faster): the
+    numbers stay bit-identical to the earlier whole-array version, so a seed gives the same
+    clusters as before.
+    """
+    step = _block_rows(x.shape[1])
+    for start in range(0, x.shape[0], step):
+        block = x[start : start + step]  # a view: the division writes into x
+        norms = np.linalg.norm(block, axis=1, keepdims=True)
+        np.divide(block, np.maximum(norms, 1e-12), out=block)
+
+
+def _count_nonfinite_rows(x: np.ndarray) -> int:
+    """Rows of ``x`` with a NaN or inf, checked block by block (isfinite makes an N*d bool array)."""
+    step = _block_rows(x.shape[1])
+    return sum(int(np.count_nonzero(~np.isfinite(x[s : s + step]).all(axis=1))) for s in range(0, x.shape[0], step))
+
+
+def _sq_distances(x: np.ndarray, rows: np.ndarray, assignments: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """float64 squared distance of each ``x[rows[i]]`` to its centroid, block by block."""
+    out = np.empty(len(rows), dtype=np.float64)
+    step = _block_rows(x.shape[1])
+    for start in range(0, len(rows), step):
+        r = rows[start : start + step]
+        diff = x[r].astype(np.float64) - centroids[assignments[r]]
+        out[start : start + step] = np.einsum("ij,ij->i", diff, diff)
+    return out
 
 
 def pca_whiten(x: np.ndarray, dim: int) -> np.ndarray:
@@ -114,20 +163,47 @@ def purity(assignments: np.ndarray, labels: np.ndarray) -> float:
     return float(counts.max(axis=1).sum() / ic.size)
 
 
-def _train_kmeans(x: np.ndarray, k: int, seed: int, niter: int, gpu: bool) -> tuple[np.ndarray, np.ndarray]:
-    """faiss k-means on all of ``x``; returns (nearest-centroid assignments int64, centroids)."""
+def _faiss_gpus(use_gpu: bool) -> int:
+    """How many GPUs faiss will use: 0 (the CPU) unless a GPU is asked for and faiss has one.
+
+    Logs one warning when a GPU was asked for but cannot be used, with the reason and the CPU
+    threads faiss will use instead.
+    """
+    if not use_gpu:
+        return 0
+    if not hasattr(faiss, "StandardGpuResources"):
+        reason = f"this faiss {faiss.__version__} is a CPU-only build (faiss-cpu; the gpu extra installs faiss-gpu)"
+    elif (ngpu := faiss.get_num_gpus()) > 0:
+        return ngpu
+    else:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        reason = "faiss sees no GPU" + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
+    log.warning("k-means on the CPU with %d threads: a GPU was asked for, but %s", faiss.omp_get_max_threads(), reason)
+    return 0
+
+
+def _train_kmeans(
+    x: np.ndarray, k: int, seed: int, niter: int, ngpu: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """faiss k-means on all of ``x`` (on ``ngpu`` > 0: on all visible GPUs); returns the
+    nearest-centroid assignments (int64), the centroids and each point's squared distance to its
+    centroid (float32, from the same search)."""
     n, d = x.shape
     km = faiss.Kmeans(
-        d, k, niter=niter, seed=seed, gpu=gpu, verbose=False,
+        # gpu=True is all visible GPUs (faiss reads gpu=1 as True too). Its index is then
+        # index_cpu_to_all_gpus(IndexFlatL2): the iterations and the final search run on the GPUs.
+        d, k, niter=niter, seed=seed, gpu=ngpu > 0, verbose=False,
         # k-means++ seeding (faiss's default is k random points): far fewer runs stuck with two
-        # centroids in one mode. It runs on the CPU in O(N k d), about one extra iteration.
+        # centroids in one mode. faiss runs it on one CPU thread even with gpu, in O(N k d): about
+        # five iterations' time on one CPU thread at 20k x 512, k = 256.
         init_method=faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS,
         max_points_per_centroid=n,  # faiss subsamples to 256*k points by default: use them all
         min_points_per_centroid=1,  # N >= k is checked by the caller; silences faiss's warning
     )
     km.train(x)
-    _, idx = km.index.search(x, 1)
-    return idx[:, 0].astype(np.int64), np.asarray(km.centroids, dtype=np.float32)
+    # The index holds the final centroids; its distances are the objective's terms, for free.
+    dist, idx = km.index.search(x, 1)
+    return idx[:, 0].astype(np.int64), np.asarray(km.centroids, dtype=np.float32), dist[:, 0]
 
 
 def _fix_empty(
@@ -146,7 +222,7 @@ def _fix_empty(
         # Pigeonhole: with N >= k and an empty cluster, the largest one has at least 2 points.
         c_big = int(np.argmax(sizes))
         members = np.flatnonzero(assignments == c_big)
-        half, _ = _train_kmeans(x[members], 2, seed + c_empty, niter=10, gpu=False)
+        half, _, _ = _train_kmeans(x[members], 2, seed + c_empty, niter=10)
         moved = members[half == 1]
         if moved.size in (0, members.size):  # identical points: 2-means found one cluster
             moved = members[members.size // 2 :]
@@ -172,13 +248,15 @@ def kmeans(
 
     ``pca_dim`` > 0 PCA-whitens to that many dims first (DeepCluster uses 256; XDC clusters the
     features directly). ``previous`` (last epoch's assignments) and ``labels`` (true classes,
-    -1 = unknown) only feed the reported stats.
+    -1 = unknown) only feed the reported stats. ``use_gpu``: run faiss on all the GPUs it sees,
+    or on the CPU with a logged warning where it has no GPU support or sees none; ``stats.device``
+    says which.
     """
     features = np.asarray(features)
     if features.ndim != 2:
         raise ValueError(f"features must be 2-D [videos, dims], got shape {features.shape}")
     n = features.shape[0]
-    bad = int(np.count_nonzero(~np.isfinite(features).all(axis=1)))
+    bad = _count_nonfinite_rows(features)
     if bad:
         raise ValueError(f"features must be finite: {bad} of {n} rows contain NaN or inf")
     if k < 2:
@@ -189,16 +267,24 @@ def kmeans(
         if arr is not None and np.asarray(arr).shape != (n,):
             raise ValueError(f"{name} must have shape ({n},), got {np.asarray(arr).shape}")
 
-    x = l2_normalize(features)
+    x = l2_normalize(features)  # the one copy of the caller's array
     if pca_dim > 0:
         # Whitening then re-normalising keeps a few dominant directions from deciding the clusters.
-        x = l2_normalize(pca_whiten(x, pca_dim))
-    gpu = use_gpu and faiss.get_num_gpus() > 0
-    assignments, centroids = _train_kmeans(x, k, seed, niter, gpu)
-    assignments, centroids, n_empty = _fix_empty(x, assignments, centroids, seed)
+        x = pca_whiten(x, pca_dim)  # a new array: normalised in place, the full-width copy is freed
+        _l2_normalize_inplace(x)
+    ngpu = _faiss_gpus(use_gpu)
+    found, found_centroids, dist = _train_kmeans(x, k, seed, niter, ngpu)
+    assignments, centroids, n_empty = _fix_empty(x, found, found_centroids, seed)
 
+    # The objective from faiss's distances (float32 terms, summed in float64). Re-splitting moved
+    # some points and some centroids: recompute exactly the terms it made stale, in float64.
+    sq = dist.astype(np.float64)
+    if n_empty:
+        moved_centroids = np.flatnonzero((centroids != found_centroids).any(axis=1))
+        stale = np.flatnonzero((assignments != found) | np.isin(assignments, moved_centroids))
+        sq[stale] = _sq_distances(x, stale, assignments, centroids)
+    objective = float(sq.sum())
     sizes = np.bincount(assignments, minlength=k)
-    objective = float(np.sum((x - centroids[assignments]).astype(np.float64) ** 2))
     known = None if labels is None else np.asarray(labels) >= 0
     has_labels = known is not None and bool(known.any())
     stats = ClusterStats(
@@ -211,5 +297,6 @@ def kmeans(
         nmi_previous=None if previous is None else nmi(assignments, previous),
         purity=purity(assignments[known], np.asarray(labels)[known]) if has_labels else None,
         nmi_labels=nmi(assignments[known], np.asarray(labels)[known]) if has_labels else None,
+        device="gpu:" + ",".join(map(str, range(ngpu))) if ngpu else "cpu",
     )
     return Clustering(assignments=assignments, centroids=centroids, stats=stats)
