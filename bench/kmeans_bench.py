@@ -104,8 +104,11 @@ def machine() -> dict[str, Any]:
         pass
     gpus = None
     if faiss.get_num_gpus() > 0:
-        names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                               capture_output=True, text=True).stdout.strip().splitlines()
+        try:  # the card's name; a container may lack nvidia-smi, then only the count
+            names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                                   capture_output=True, text=True).stdout.strip().splitlines()
+        except OSError:
+            names = []
         gpus = names or faiss.get_num_gpus()
     return {"cpu": model, "cores": os.cpu_count(), "gpus": gpus,
             "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
