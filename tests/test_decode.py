@@ -1,11 +1,14 @@
 """`xdc decode` end to end: real and synthetic videos, bad rows, quarantine, resume."""
 
 import csv
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tracemalloc
+from fractions import Fraction
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -15,8 +18,10 @@ import pytest
 from conftest import make_indexed_video
 from xdc_cli.main import main
 from xdc_core.config import Config, DataConfig, DecodeConfig, load_config
-from xdc_core.decode import _run_pool, decode_dataset
+from xdc_core.decode import _run_pool, decode_dataset, decode_video
 from xdc_core.manifest import ManifestError, read_manifest
+from xdc_core.media import MediaFile
+from xdc_core.media import file as media_file
 from xdc_core.sample_data import SampleSpec, make_sample_dataset
 
 XDC = [sys.executable, "-m", "xdc_cli.main"]
@@ -184,3 +189,121 @@ def test_concurrent_decodes_are_byte_identical(tmp_path):
     a, b = (files(out) for out in outs)
     assert len(a) == 2 * 8 + 1 and sorted(a) == sorted(b)
     assert [name for name in a if a[name] != b[name]] == []
+
+
+# -- bounded memory: the audio track is streamed to its .npy (issue 13) -------------------------
+
+
+def whole_track_npy(path: Path, rate: int) -> bytes:
+    """The audio file as ``decode_video`` wrote it before streaming: the whole track decoded,
+    resampled in one libswresample call per run of same-format frames, converted and np.save'd.
+    An independent copy of that algorithm, to hold the streamed file to its bytes."""
+    import av
+
+    with MediaFile(path) as m:
+        a, container, vstart = m.require_audio(), m._container, m._vstart or 0.0
+        container.seek(a.start_time or 0, stream=a, backward=True, any_frame=False)
+        runs: list[tuple[tuple, list[np.ndarray]]] = []
+        t0 = None
+        for frame in container.decode(a):
+            if t0 is None:
+                t0 = frame.time
+            kind = (frame.format.name, frame.layout.name, frame.sample_rate)
+            if not runs or runs[-1][0] != kind:
+                runs.append((kind, []))
+            runs[-1][1].append(frame.to_ndarray())
+        parts = []
+        for (fmt, layout, src_rate), arrays in runs:
+            frame = av.AudioFrame.from_ndarray(np.concatenate(arrays, axis=1), format=fmt, layout=layout)
+            frame.sample_rate = src_rate
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            parts += [f.to_ndarray()[0] for f in resampler.resample(frame) + resampler.resample(None)]
+    samples = np.concatenate(parts)
+    offset = round((vstart - t0) * rate)
+    samples = np.concatenate([np.zeros(-offset, np.float32), samples]) if offset < 0 else samples[offset:]
+    buf = io.BytesIO()
+    np.save(buf, np.clip(np.round(samples * 32767.0), -32768, 32767).astype(np.int16))
+    return buf.getvalue()
+
+
+def make_stereo_video(
+    path: Path, seconds: float, audio_rate: int = 48000, fps: int = 2, audio_start: float = 0.0, video_start: float = 0.0
+) -> Path:
+    """A tiny-picture mp4 with 48 kHz stereo AAC, interleaved as real files are: the video runs
+    from ``video_start`` to ``seconds``, the audio from ``audio_start`` to ``seconds``."""
+    import av
+
+    with av.open(str(path), mode="w", format="mp4") as out:
+        vs = out.add_stream("libx264", rate=Fraction(fps))
+        vs.width, vs.height, vs.pix_fmt = 32, 32, "yuv420p"
+        aus = out.add_stream("aac", rate=audio_rate, layout="stereo")
+        first, last = round(video_start * fps), round(seconds * fps)
+        pts = round(audio_start * audio_rate)
+        for i in range(first, last):
+            f = av.VideoFrame.from_ndarray(np.full((32, 32, 3), (7 * i) % 256, np.uint8), format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, fps)
+            out.mux(vs.encode(f))
+            while pts < (i + 1) * audio_rate // fps:  # the audio up to the end of this frame
+                t = (pts + np.arange(1024)) / audio_rate
+                wave = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 97 * t)]).astype(np.float32)
+                af = av.AudioFrame.from_ndarray(wave, format="fltp", layout="stereo")
+                af.sample_rate, af.pts, af.time_base = audio_rate, pts, Fraction(1, audio_rate)
+                out.mux(aus.encode(af))
+                pts += 1024
+        out.mux(vs.encode(None))
+        out.mux(aus.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def stereo_clips(tmp_path_factory) -> dict[str, Path]:
+    """48 kHz stereo, longer than two resampling batches (AUDIO_BATCH_SAMPLES, about 5.5 s): with
+    aligned streams, with the audio starting 0.7 s after the video (the file's audio then begins
+    with silence), and with the video starting 0.4 s after the audio (its first 0.4 s is dropped)."""
+    root = tmp_path_factory.mktemp("stereo")
+    return {
+        "stereo_12s": make_stereo_video(root / "stereo_12s.mp4", 12.0),
+        "late_audio": make_stereo_video(root / "late_audio.mp4", 8.0, audio_start=0.7),
+        "late_video": make_stereo_video(root / "late_video.mp4", 8.0, video_start=0.4),
+    }
+
+
+@pytest.mark.parametrize("batch", [None, 3001], ids=["default-batches", "tiny-batches"])
+@pytest.mark.parametrize("clip", ["nasa_13013.mp4", "mm_test.avi", "stereo_12s", "late_audio", "late_video"])
+def test_streamed_audio_file_is_byte_identical_to_the_whole_track_one(tmp_path, request, monkeypatch, clip, batch):
+    """AAC 16 kHz stereo, MP3 44.1 kHz stereo, AAC 48 kHz stereo (streams offset either way): the
+    same .npy bytes as before, whatever the batch size (tiny batches cut the track at many places,
+    mid-frame included, and spread the leading silence or the dropped samples over several chunks)."""
+    if batch is not None:
+        monkeypatch.setattr(media_file, "AUDIO_BATCH_SAMPLES", batch)
+    if clip.endswith((".mp4", ".avi")):
+        src = request.getfixturevalue("real_clips") / clip
+    else:
+        src = request.getfixturevalue("stereo_clips")[clip]
+    data = DataConfig(short_side=32, crop_size=32)
+    info = decode_video(str(src), tmp_path / "v.mp4", tmp_path / "a.npy", data, DecodeConfig())
+    got = (tmp_path / "a.npy").read_bytes()
+    assert got == whole_track_npy(src, data.audio_rate)
+    assert info["audio_samples"] == len(np.load(tmp_path / "a.npy")) > 2 * data.audio_rate
+    # The in-memory reader gives the same samples as the chunks (a file each: a second read of one
+    # open file can differ near its start, as the decoder is not reset by the seek back).
+    with MediaFile(src) as m:
+        whole = m.audio(0.0, None, data.audio_rate)
+    with MediaFile(src) as m:
+        assert np.array_equal(whole, np.concatenate(list(m.iter_audio(data.audio_rate))))
+
+
+def test_decode_memory_does_not_hold_the_whole_audio_track(tmp_path):
+    """Peak Python/numpy allocation while decoding 90 s of 48 kHz stereo stays a small fraction of
+    the decoded track (34.6 MB as float32): the old whole-track decode held it several times over."""
+    src = make_stereo_video(tmp_path / "long.mp4", 90.0)
+    track_bytes = 90 * 48000 * 2 * 4
+    data = DataConfig(short_side=32, crop_size=32)
+    tracemalloc.start()
+    try:
+        info = decode_video(str(src), tmp_path / "v.mp4", tmp_path / "a.npy", data, DecodeConfig())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info["audio_samples"] == pytest.approx(90 * data.audio_rate, abs=data.audio_rate // 10)
+    assert peak < track_bytes / 4, f"peak {peak / 2**20:.1f} MB"

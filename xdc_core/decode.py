@@ -134,6 +134,39 @@ def _reencode_video(m: MediaFile, dst: Path, fps: float, short_side: int, gop: i
     return {"frames": n, "width": width, "height": height, "video_end": last_t + 1 / src_rate}
 
 
+def _npy_header(samples: int) -> bytes:
+    """The header ``np.save`` writes for an int16 array of ``samples`` samples."""
+    buf = io.BytesIO()
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int16)), "fortran_order": False, "shape": (samples,)}
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue()
+
+
+def _write_pcm(chunks: Iterable[np.ndarray], path: Path) -> int:
+    """Write float samples in [-1, 1] as the int16 ``.npy`` file ``np.save`` would, one chunk at a
+    time (memory bounded by the largest chunk); return the number of samples.
+
+    The length is known only at the end, so the header is written twice. numpy pads a header so
+    that the length along its growth axis fits in place (``GROWTH_AXIS_MAX_DIGITS``), so the
+    final one has the same size as the placeholder and the bytes equal ``np.save``'s.
+    """
+    n = 0
+    placeholder = _npy_header(0)
+    with open(path, "wb") as f:
+        f.write(placeholder)
+        for chunk in chunks:
+            # The same arithmetic as on the whole array (element-wise, float32), so the same values.
+            pcm = np.clip(np.round(chunk * 32767.0), -32768, 32767).astype(np.int16)
+            f.write(pcm.tobytes())  # native byte order, as np.save and the header say
+            n += len(pcm)
+        final = _npy_header(n)
+        if len(final) != len(placeholder):  # would need a numpy without the growth padding
+            raise RuntimeError(f"npy header grew from {len(placeholder)} to {len(final)} bytes for {n} samples")
+        f.seek(0)
+        f.write(final)
+    return n
+
+
 def _check_not_truncated(path: str, what: str, declared: float | None, decoded: float) -> None:
     # A truncated file often still opens (its header promises the full duration) but its data
     # stops early; a small mismatch is normal (rounding, encoder delay), a large one is not.
@@ -151,14 +184,14 @@ def decode_video(src: str, video_out: Path, audio_out: Path, data: DataConfig, d
             info = m.info
             video = _reencode_video(m, tmp_video, data.fps, data.short_side, dec.keyframe_interval, dec.crf)
             _check_not_truncated(src, "video", m.declared_duration, video["video_end"])
-            audio = m.audio(0.0, None, data.audio_rate)
-            audio_end = len(audio) / data.audio_rate
+            # Streamed to the file chunk by chunk: holding the whole track (several float copies)
+            # cost about 137 MB per minute of 48 kHz stereo (bench/decode_memory_bench.py).
+            audio_samples = _write_pcm(m.iter_audio(data.audio_rate), tmp_audio)
+            audio_end = audio_samples / data.audio_rate
             _check_not_truncated(src, "audio", info.audio.duration if info.audio else None, audio_end)
         duration = video["frames"] / data.fps
         if duration < data.required_duration_s:
             raise TooShort(src, f"too short: {duration:.2f} s decoded, need {data.required_duration_s:.2f} s")
-        pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
-        np.save(tmp_audio, pcm)
         # Rename last: a crash leaves only *.tmp files, never a half-written file a reader trusts.
         os.replace(tmp_video, video_out)
         os.replace(tmp_audio, audio_out)
@@ -170,7 +203,7 @@ def decode_video(src: str, video_out: Path, audio_out: Path, data: DataConfig, d
         "frames": video["frames"],
         "width": video["width"],
         "height": video["height"],
-        "audio_samples": int(len(pcm)),
+        "audio_samples": audio_samples,
         "source": {
             "container": info.container,
             "video_codec": info.video.codec if info.video else None,

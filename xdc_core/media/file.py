@@ -280,42 +280,15 @@ class MediaFile:
         """Mono float32 samples at ``rate`` from ``start`` (video clock), ``seconds`` long or to the end.
 
         Any sample rate and channel layout is resampled/downmixed by libswresample. A window
-        reaching past the end of the audio is zero-padded to its full length.
+        reaching past the end of the audio is zero-padded to its full length. The whole track
+        (``seconds=None``) is held in memory: for long files use :meth:`iter_audio`.
         """
-        a = self.require_audio()
         abs_start = start + (self._vstart or 0.0)
-        if start > 0:
-            self._seek(a, max(0.0, start - 0.05))  # a little before: decoders re-prime after a seek
-        else:
-            self._seek(a, 0.0)
-        # Decoded frames are batched and resampled in one libswresample call per run of frames
-        # with the same format: per-frame resampling costs more than decoding a 2 s window.
-        batch: list[np.ndarray] = []
-        batch_kind: tuple[str, str, int] | None = None
+        stop = None if seconds is None else abs_start + seconds
         chunks: list[np.ndarray] = []
         t0: float | None = None
-        t = abs_start
-        stop = None if seconds is None else abs_start + seconds
-        try:
-            for frame in self._container.decode(a):
-                if frame.time is not None:
-                    t = frame.time
-                if t0 is None:
-                    t0 = t
-                kind = (frame.format.name, frame.layout.name, frame.sample_rate)
-                if kind != batch_kind and batch:
-                    chunks.append(_resample(batch, batch_kind, rate))  # type: ignore[arg-type]
-                    batch = []
-                batch_kind = kind
-                batch.append(frame.to_ndarray())
-                if stop is not None and t + frame.samples / frame.sample_rate > stop + 0.01:
-                    break
-            if batch:
-                chunks.append(_resample(batch, batch_kind, rate))  # type: ignore[arg-type]
-        except av.error.FFmpegError as err:
-            raise CorruptData(
-                self.path, f"corrupt audio data at {max(t - (self._vstart or 0.0), 0.0):.2f} s: {err.strerror or err}"
-            ) from None
+        for t0, chunk in self._resampled_audio(start, stop, rate):
+            chunks.append(chunk)
         samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
         offset = round(((abs_start - t0) if t0 is not None else 0.0) * rate)
         if offset < 0:  # audio starts after the video: silence until it does
@@ -327,15 +300,106 @@ class MediaFile:
             samples = samples[:n] if len(samples) >= n else np.pad(samples, (0, n - len(samples)))
         return samples.astype(np.float32, copy=False)
 
+    def iter_audio(self, rate: int = 16000, start: float = 0.0) -> Iterator[np.ndarray]:
+        """The samples ``audio(start, None, rate)`` returns, as consecutive float32 chunks.
 
-def _resample(batch: list[np.ndarray], kind: tuple[str, str, int], rate: int) -> np.ndarray:
-    """Downmix to mono and resample decoded audio arrays of one format, layout and rate."""
-    fmt, layout, src_rate = kind
-    frame = av.AudioFrame.from_ndarray(np.concatenate(batch, axis=1), format=fmt, layout=layout)
-    frame.sample_rate = src_rate
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-    out = [f.to_ndarray()[0] for f in resampler.resample(frame)]
-    out += [f.to_ndarray()[0] for f in resampler.resample(None)]
+        Memory stays bounded whatever the duration: each chunk comes from at most
+        ``AUDIO_BATCH_SAMPLES`` source samples. Joined, the chunks equal :meth:`audio`'s array,
+        and what one resampling call on the whole track gave, sample for sample: libswresample
+        keeps its state between the batches of one resampler, so batching does not change its output.
+        """
+        abs_start = start + (self._vstart or 0.0)
+        skip: int | None = None  # samples still to drop before ``abs_start``; None until t0 is known
+        for t0, chunk in self._resampled_audio(start, None, rate):
+            if skip is None:
+                skip = round((abs_start - t0) * rate)
+                while skip < 0:  # audio starts after the video: silence until it does
+                    pad = min(-skip, AUDIO_BATCH_SAMPLES)
+                    yield np.zeros(pad, np.float32)
+                    skip += pad
+            if skip:
+                dropped = min(skip, len(chunk))
+                chunk, skip = chunk[dropped:], skip - dropped
+            if len(chunk):
+                yield chunk.astype(np.float32, copy=False)
+
+    def _resampled_audio(self, start: float, stop: float | None, rate: int) -> Iterator[tuple[float, np.ndarray]]:
+        """``(t0, chunk)``: mono float32 chunks at ``rate`` from the first frame decoded at or
+        before ``start`` (video clock) to ``stop`` (absolute stream seconds) or the end; ``t0`` is
+        that first frame's time (absolute), the same in every pair.
+        """
+        a = self.require_audio()
+        if start > 0:
+            self._seek(a, max(0.0, start - 0.05))  # a little before: decoders re-prime after a seek
+        else:
+            self._seek(a, 0.0)
+        # Decoded frames are batched and resampled in one libswresample call per batch: per-frame
+        # resampling costs more than decoding a 2 s window. A batch ends where the format changes
+        # (a new resampler is needed) or at AUDIO_BATCH_SAMPLES, which bounds the memory a long
+        # track needs; within one format the resampler carries over, so batching changes nothing.
+        batch: list[np.ndarray] = []
+        batch_samples = 0
+        mixer: _MonoResampler | None = None
+        t0: float | None = None
+        t = start + (self._vstart or 0.0)
+        try:
+            for frame in self._container.decode(a):
+                if frame.time is not None:
+                    t = frame.time
+                if t0 is None:
+                    t0 = t
+                kind = (frame.format.name, frame.layout.name, frame.sample_rate)
+                if mixer is not None and kind != mixer.kind:
+                    if batch:
+                        yield t0, mixer.push(batch)
+                        batch, batch_samples = [], 0
+                    yield t0, mixer.flush()
+                    mixer = None
+                if mixer is None:
+                    mixer = _MonoResampler(kind, rate)
+                batch.append(frame.to_ndarray())
+                batch_samples += frame.samples
+                if stop is not None and t + frame.samples / frame.sample_rate > stop + 0.01:
+                    break
+                if batch_samples >= AUDIO_BATCH_SAMPLES:
+                    yield t0, mixer.push(batch)
+                    batch, batch_samples = [], 0
+            if mixer is not None:
+                if batch:
+                    yield t0, mixer.push(batch)
+                yield t0, mixer.flush()
+        except av.error.FFmpegError as err:
+            raise CorruptData(
+                self.path, f"corrupt audio data at {max(t - (self._vstart or 0.0), 0.0):.2f} s: {err.strerror or err}"
+            ) from None
+
+
+# Source samples (per channel) resampled per libswresample call: about 5 s at 48 kHz, so a 2 s
+# training window is still one call, and a long track costs a few MB at a time instead of all of it.
+AUDIO_BATCH_SAMPLES = 1 << 18
+
+
+class _MonoResampler:
+    """Downmix to mono and resample a run of decoded audio of one format, layout and rate."""
+
+    def __init__(self, kind: tuple[str, str, int], rate: int) -> None:
+        self.kind = kind
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+
+    def push(self, batch: list[np.ndarray]) -> np.ndarray:
+        """Resample the decoded arrays of ``batch`` (consecutive frames of this run)."""
+        fmt, layout, src_rate = self.kind
+        frame = av.AudioFrame.from_ndarray(np.concatenate(batch, axis=1), format=fmt, layout=layout)
+        frame.sample_rate = src_rate
+        return _joined(self._resampler.resample(frame))
+
+    def flush(self) -> np.ndarray:
+        """The samples libswresample still holds (its filter delay) at the end of the run."""
+        return _joined(self._resampler.resample(None))
+
+
+def _joined(frames: list[av.AudioFrame]) -> np.ndarray:
+    out = [f.to_ndarray()[0] for f in frames]
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
