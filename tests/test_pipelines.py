@@ -37,17 +37,31 @@ def _compile(tmp_path: Path, iterations: int = 2) -> tuple[dict, dict]:
 
 
 def _tasks_by_display_name(spec: dict) -> dict[str, dict]:
-    tasks = dict(spec["root"]["dag"]["tasks"])
-    for task in list(tasks.values()):
-        if task["componentRef"]["name"].startswith("comp-condition"):  # the run_evaluation branch
-            tasks |= spec["components"][task["componentRef"]["name"]]["dag"]["tasks"]
-    return {t["taskInfo"]["name"]: t | {"_key": key} for key, t in tasks.items()}
+    """Every task by its display name, those inside a sub-DAG (the run_evaluation branch, the
+    sharded decode and its loop) too; ``_key`` is its name in its DAG, ``_dag`` the display name
+    of the group it is in (None: the pipeline's own DAG)."""
+    found: dict[str, dict] = {}
+
+    def walk(dag: dict, group: str | None) -> None:
+        for key, task in dag["tasks"].items():
+            found[task["taskInfo"]["name"]] = task | {"_key": key, "_dag": group}
+            component = spec["components"][task["componentRef"]["name"]]
+            if "dag" in component:
+                walk(component["dag"], task["taskInfo"]["name"])
+
+    walk(spec["root"]["dag"], None)
+    return found
+
+
+# groups of tasks, not tasks: the run_evaluation condition, the sharded decode and its loop
+DAGS = ("run-evaluation", "decode", "decode-shards")
+DECODE = "decode"  # the sharded decode: its output is the one decoded dataset
 
 
 def test_compiled_pipeline_has_each_iterations_tasks_and_dependencies(tmp_path):
     spec, _ = _compile(tmp_path, iterations=2)
     tasks = _tasks_by_display_name(spec)
-    expected = {"settings", "decode", "run-evaluation", "evaluate"} | {
+    expected = {"settings", *DAGS, "plan decode shards", "decode shard", "merge decoded", "evaluate"} | {
         f"iter {i}: {step}" for i in (1, 2)
         for step in ("embed video", "embed audio", "k-means", "train video encoder", "train audio encoder")
     }
@@ -61,25 +75,29 @@ def test_compiled_pipeline_has_each_iterations_tasks_and_dependencies(tmp_path):
 
     # every task reads the settings task's output: the run parameters merged into the settings
     merged = key["settings"]
-    assert deps("settings") == set() and deps("decode") == {merged}
+    assert deps("settings") == set() and deps(DECODE) == {merged}
+    # inside the decode: it fans out over the plan's shards; the merge waits for all of them
+    assert deps("plan decode shards") == set() and deps("decode-shards") == {key["plan decode shards"]}
+    assert deps("merge decoded") == {key["decode-shards"]}
     for m in ("video", "audio"):
-        assert deps(f"iter 1: embed {m}") == {merged, key["decode"]}  # the random init: no encoder input
-        assert deps(f"iter 2: embed {m}") == {merged, key["decode"], key[f"iter 1: train {m} encoder"]}
+        assert deps(f"iter 1: embed {m}") == {merged, key[DECODE]}  # the random init: no encoder input
+        assert deps(f"iter 2: embed {m}") == {merged, key[DECODE], key[f"iter 1: train {m} encoder"]}
         previous_encoder = key[f"iter 1: train {m} encoder"]
-        assert deps(f"iter 2: train {m} encoder") == {merged, key["decode"], key["iter 2: k-means"], previous_encoder}
+        assert deps(f"iter 2: train {m} encoder") == {merged, key[DECODE], key["iter 2: k-means"], previous_encoder}
     # k-means reads the decoded videos too: the thumbnails of its gallery
-    assert deps("iter 1: k-means") == {merged, key["decode"], key["iter 1: embed video"], key["iter 1: embed audio"]}
-    assert deps("iter 2: k-means") == {merged, key["decode"], key["iter 2: embed video"], key["iter 2: embed audio"],
+    assert deps("iter 1: k-means") == {merged, key[DECODE], key["iter 1: embed video"], key["iter 1: embed audio"]}
+    assert deps("iter 2: k-means") == {merged, key[DECODE], key["iter 2: embed video"], key["iter 2: embed audio"],
                                        key["iter 1: k-means"]}
     # evaluate sits inside the run_evaluation condition, which receives the final encoders and the
     # last clusters (their metadata holds every iteration's statistics, for the learning curves)
-    final = {merged, key["decode"], key["iter 2: train video encoder"], key["iter 2: train audio encoder"],
+    final = {merged, key[DECODE], key["iter 2: train video encoder"], key["iter 2: train audio encoder"],
              key["iter 2: k-means"]}
     assert deps("run-evaluation") >= final
     for name, t in tasks.items():
-        if name not in ("settings", "run-evaluation", "evaluate"):  # evaluate: through the condition's input
+        # run-evaluation and the tasks in a group: through the group's input
+        if name not in ("settings", "run-evaluation") and t["_dag"] is None:
             assert t["inputs"]["parameters"]["settings"]["taskOutputParameter"]["producerTask"] == merged, name
-        if name == "run-evaluation":
+        if name in DAGS:
             continue
         assert t["retryPolicy"]["maxRetryCount"] == 2
         assert t["cachingOptions"]["enableCache"] is True
@@ -102,11 +120,11 @@ def test_kmeans_and_evaluate_tasks_output_html_pages_for_the_kfp_ui(tmp_path):
 def test_only_gpu_tasks_ask_for_a_gpu_and_carry_its_placement(tmp_path):
     spec, platform = _compile(tmp_path)
     tasks = _tasks_by_display_name(spec)
-    assert {"settings", "decode", "evaluate"} <= set(tasks)
+    assert {"settings", "plan decode shards", "decode shard", "merge decoded", "evaluate"} <= set(tasks)
     executors = spec["deploymentSpec"]["executors"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name, task in tasks.items():
-        if name == "run-evaluation":
+        if name in DAGS:
             continue
         comp = spec["components"][task["componentRef"]["name"]]
         exe = comp["executorLabel"]
@@ -118,11 +136,15 @@ def test_only_gpu_tasks_ask_for_a_gpu_and_carry_its_placement(tmp_path):
         if name == "settings":  # computes parameters only: any node, no resources asked for
             assert "resources" not in container and set(k8s[exe]) == {"securityContext"}
             continue
-        gpu = container["resources"].get("accelerator")
-        if name == "decode":
+        if name == "plan decode shards":  # reads the manifest only: any node, the default resources
+            assert "resources" not in container and "nodeSelector" not in k8s[exe]
+        gpu = container.get("resources", {}).get("accelerator")
+        if name in ("plan decode shards", "decode shard", "merge decoded"):
             assert gpu is None
             assert "tolerations" not in k8s.get(exe, {}) and "nodeSelector" not in k8s.get(exe, {})
-            # it reads s3:// data: keys from the Kubernetes secret, never in the spec
+            if name != "plan decode shards":  # a core per decode worker; the merge only links files
+                assert container["resources"]["resourceCpuRequest"] == ("16" if name == "decode shard" else "2")
+            # they read s3:// data: keys from the Kubernetes secret, never in the spec
             secret = k8s[exe]["secretAsEnv"][0]
             assert secret["secretName"] == "mlpipeline-minio-artifact"
             assert {(m["secretKey"], m["envVar"]) for m in secret["keyToEnv"]} == {
@@ -131,12 +153,65 @@ def test_only_gpu_tasks_ask_for_a_gpu_and_carry_its_placement(tmp_path):
             assert env["XDC_S3_ENDPOINT"] == "minio-service.kubeflow:9000"
             continue
         assert "secretAsEnv" not in k8s[exe]
-        assert gpu["resourceType"] == "nvidia.com/gpu" and int(gpu["resourceCount"]) == 1, name
+        # the train tasks ask for the gpus_per_node run parameter's GPUs, the others for one
+        count = "{{$.inputs.parameters['pipelinechannel--gpus_per_node']}}" if "train" in name else "1"
+        assert gpu["resourceType"] == "nvidia.com/gpu" and gpu["resourceCount"] == count, name
         assert k8s[exe]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s[exe]["tolerations"]
         assert k8s[exe]["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
         assert k8s[exe]["emptyDirMounts"][0]["medium"] == "Memory"
         assert container["resources"]["resourceCpuRequest"] and container["resources"]["resourceMemoryRequest"]
+
+
+def test_compiled_pipelines_fan_decode_out_and_train_on_gpus_per_node(tmp_path):
+    """The decode runs as a ParallelFor over the plan's shards, at most Placement.decode_parallelism
+    at once, collected by one merge task; the train tasks get the gpus_per_node and nodes run
+    parameters, and ask for gpus_per_node GPUs."""
+    cfg = load_config(REPO / "xdc_core" / "presets" / "cpu-demo.yaml")
+    place = Placement(decode_parallelism=3)
+    for pipeline in (build_pretrain_pipeline(1, cfg, placement=place), build_eval_pipeline(cfg, placement=place)):
+        path = tmp_path / "p.yaml"
+        compiler.Compiler().compile(pipeline, str(path))
+        spec = next(yaml.safe_load_all(path.read_text()))
+        assert spec["root"]["inputDefinitions"]["parameters"]["decode_shards"]["defaultValue"] == 1
+        tasks = _tasks_by_display_name(spec)
+        loop, shard, merge = tasks["decode-shards"], tasks["decode shard"], tasks["merge decoded"]
+        assert {t["_dag"] for t in (tasks["plan decode shards"], loop, merge)} == {DECODE}
+        assert tasks[DECODE]["inputs"]["parameters"]["shards"] == {"componentInputParameter": "decode_shards"}
+        assert loop["iteratorPolicy"] == {"parallelismLimit": 3}
+        items = loop["parameterIterator"]
+        assert items["items"]["inputParameter"] == f"pipelinechannel--{tasks['plan decode shards']['_key']}-Output"
+        assert tasks["plan decode shards"]["inputs"]["parameters"]["shards"] == {"componentInputParameter": "shards"}
+        assert loop["inputs"]["parameters"]["pipelinechannel--shards"] == {"componentInputParameter": "shards"}
+        assert shard["inputs"]["parameters"]["shard"] == {"componentInputParameter": items["itemInput"]}
+        assert shard["inputs"]["parameters"]["shards"] == {"componentInputParameter": "pipelinechannel--shards"}
+        # the merge reads every shard's dataset (dsl.Collected: an artifact list out of the loop)
+        collected = merge["inputs"]["artifacts"]["shards"]["taskOutputArtifact"]
+        assert collected["producerTask"] == loop["_key"]
+        outputs = spec["components"][loop["componentRef"]["name"]]["outputDefinitions"]["artifacts"]
+        assert outputs[collected["outputArtifactKey"]]["isArtifactList"] is True
+        # the merge's dataset is the decode's output, which evaluate reads (in the pretraining
+        # pipeline through the run_evaluation condition's input)
+        sub = spec["components"][tasks[DECODE]["componentRef"]["name"]]["dag"]["outputs"]["artifacts"]["Output"]
+        assert sub["artifactSelectors"] == [{"outputArtifactKey": "decoded", "producerSubtask": merge["_key"]}]
+        decode = tasks[DECODE]["_key"]
+        assert tasks["evaluate"]["inputs"]["artifacts"]["decoded"] in (
+            {"taskOutputArtifact": {"outputArtifactKey": "Output", "producerTask": decode}},
+            {"componentInputArtifact": f"pipelinechannel--{decode}-Output"})
+    spec, _ = _compile(tmp_path, iterations=2)
+    defaults = {n: p.get("defaultValue") for n, p in spec["root"]["inputDefinitions"]["parameters"].items()}
+    assert defaults["gpus_per_node"] == defaults["nodes"] == 1
+    executors = spec["deploymentSpec"]["executors"]
+    trains = {name: t for name, t in _tasks_by_display_name(spec).items() if "train" in name}
+    assert len(trains) == 4
+    for name, t in trains.items():
+        params = t["inputs"]["parameters"]
+        assert params["gpus"] == {"componentInputParameter": "gpus_per_node"}, name
+        assert params["nodes"] == {"componentInputParameter": "nodes"}, name
+        assert params["pipelinechannel--gpus_per_node"] == {"componentInputParameter": "gpus_per_node"}, name
+        exe = spec["components"][t["componentRef"]["name"]]["executorLabel"]
+        gpu = executors[exe]["container"]["resources"]["accelerator"]
+        assert gpu["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpus_per_node']}}", name
 
 
 def test_pipeline_parameters_default_to_the_settings(tmp_path):
@@ -148,12 +223,14 @@ def test_pipeline_parameters_default_to_the_settings(tmp_path):
     assert defaults["epochs"] == cfg.train.total_epochs and defaults["batch_size"] == cfg.train.batch_size
     assert defaults["lr"] == cfg.train.lr and defaults["seed"] == cfg.seed
     assert defaults["data_uri"] == "" and defaults["run_evaluation"] is True
+    assert defaults["decode_shards"] == defaults["gpus_per_node"] == defaults["nodes"] == 1
     assert json.loads(defaults["settings"])["model"]["video_width"] == cfg.model.video_width
     # only the settings task takes the run parameters; every other task reads them from its output
     components = {name: set(c["inputDefinitions"]["parameters"]) for name, c in spec["components"].items()
                   if "executorLabel" in c}
     assert components.pop("comp-settings") == {"settings", *RUN_PARAMETERS}
-    structural = {"settings", "modality", "iteration", "data_uri", "run_evaluation", "check_pretraining", "run_id"}
+    structural = {"settings", "modality", "iteration", "data_uri", "run_evaluation", "check_pretraining", "run_id",
+                  "shard", "shards", "gpus", "nodes", "image", "placement", "job_timeout_h"}
     assert components and all(params <= structural for params in components.values()), components
 
 
@@ -175,11 +252,12 @@ def test_settings_component_merges_the_run_parameters(tmp_path, capfd):
 
 @pytest.mark.integration  # kfp.local or an `xdc` subprocess
 def test_compile_command_writes_loadable_yaml_for_both_pipelines(tmp_path):
-    r = xdc("pipeline", "compile", "--iterations", "3", "--out", str(tmp_path / "p.yaml"))
+    r = xdc("pipeline", "compile", "--iterations", "3", "--decode-parallelism", "5", "--out", str(tmp_path / "p.yaml"))
     assert r.returncode == 0, r.stderr
     spec = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
     names = {t["taskInfo"]["name"] for t in spec["root"]["dag"]["tasks"].values()}
     assert "iter 3: k-means" in names and "iter 4: k-means" not in names
+    assert _tasks_by_display_name(spec)["decode-shards"]["iteratorPolicy"] == {"parallelismLimit": 5}
     assert spec["root"]["inputDefinitions"]["parameters"]["k"]["defaultValue"] == 256  # the paper preset
     r = xdc("pipeline", "compile", "--pipeline", "ucf101-eval", "--out", str(tmp_path / "e.yaml"))
     assert r.returncode == 0, r.stderr
@@ -200,6 +278,9 @@ def test_submit_to_an_unreachable_host_says_so():
 def test_bad_run_parameter_fails_before_anything_runs(tmp_path):
     r = xdc("pipeline", "run-local", "--out", str(tmp_path), "--k", "1")
     assert r.returncode == 2 and "cluster.k" in r.stderr
+    r = xdc("pipeline", "run-local", "--out", str(tmp_path), "--decode-shards", "0", "--nodes", "2")
+    assert r.returncode == 2 and "decode_shards must be a whole number of at least 1 (got 0)" in r.stderr
+    assert "nodes" not in r.stderr  # 2 is fine
     assert not (tmp_path / "pipeline_root").exists()
 
 

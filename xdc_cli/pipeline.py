@@ -21,6 +21,7 @@ from xdc_core.errors import ConfigError
 from xdc_core.report import format_results
 from xdc_kfp import DEFAULT_IMAGE
 from xdc_kfp.placement import Placement
+from xdc_kfp.run_parameters import SCALE_PARAMETERS
 
 from .settings import add_settings_args, load_settings
 
@@ -79,6 +80,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", dest="batch_size", type=int, help="train.batch_size")
     g.add_argument("--seed", type=int, help="seed")
     g.add_argument("--no-eval", action="store_true", help="pretrain only (data without labelled splits)")
+    g = p.add_argument_group("scale-out parameters (the pipeline's arguments: more machines for one run)")
+    for name, what in SCALE_PARAMETERS.items():
+        g.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, metavar="N", help=f"{what} (default 1)")
 
 
 def _add_placement_args(p: argparse.ArgumentParser) -> None:
@@ -88,6 +92,9 @@ def _add_placement_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gpu-node-label", default=gpu_label, metavar="KEY=VALUE",
                    help=f"node selector of the GPU pool (default {gpu_label})")
     g.add_argument("--cpu-node-label", metavar="KEY=VALUE", help="node selector for decode (default: any node)")
+    g.add_argument("--decode-parallelism", type=int, default=Placement.decode_parallelism, metavar="N",
+                   help="at most this many decode shards run at once; 0: no limit; fixed when the pipeline is "
+                        f"compiled (default {Placement.decode_parallelism})")
     g.add_argument("--s3-endpoint", default=Placement.s3_endpoint,
                    help=f"object store decode reads s3:// data from (default {Placement.s3_endpoint})")
     g.add_argument("--s3-secret", default=Placement.s3_secret,
@@ -109,7 +116,7 @@ def _arguments(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     """The pipeline's arguments from the run-parameter flags, validated against ``cfg``."""
     from xdc_kfp.runner import run_arguments
 
-    arguments = run_arguments({name: getattr(args, name) for name in RUN_PARAMETERS}, cfg)
+    arguments = run_arguments({name: getattr(args, name) for name in (*RUN_PARAMETERS, *SCALE_PARAMETERS)}, cfg)
     if args.no_eval:
         arguments["run_evaluation"] = False
     return arguments
@@ -123,7 +130,10 @@ def _label(text: str, flag: str) -> tuple[str, str]:
 
 
 def _placement(args: argparse.Namespace) -> Placement:
+    if args.decode_parallelism < 0:
+        raise ConfigError(f"--decode-parallelism must be 0 (no limit) or more (got {args.decode_parallelism})")
     return Placement(
+        decode_parallelism=args.decode_parallelism,
         gpu_node_label=_label(args.gpu_node_label, "--gpu-node-label"),
         cpu_node_label=_label(args.cpu_node_label, "--cpu-node-label") if args.cpu_node_label else None,
         s3_endpoint=args.s3_endpoint,

@@ -15,7 +15,7 @@ class Placement:
     ``nvidia.com/gpu:NoSchedule``."""
 
     accelerator: str = "nvidia.com/gpu"
-    gpus_per_task: int = 1
+    gpus_per_task: int = 1  # embed, k-means, evaluate; train-encoder: the gpus_per_node run parameter
     gpu_node_label: tuple[str, str] = ("nvidia.com/gpu.present", "true")
     gpu_cpu: str = "8"  # DataLoader workers decode video on the CPU
     gpu_memory: str = "48Gi"
@@ -23,6 +23,10 @@ class Placement:
     cpu_node_label: tuple[str, str] | None = None  # e.g. ("pool", "cpu"); None: any node
     cpu_cpu: str = "16"  # decode runs one worker process per core
     cpu_memory: str = "32Gi"
+    # At most this many decode shards run at once (the ParallelFor's parallelism: KFP needs it
+    # when the pipeline is compiled; 0 = no limit). Each asks for cpu_cpu and cpu_memory.
+    decode_parallelism: int = 8
+    merge_cpu: str = "2"  # the merge of the decoded shards: one process linking files, writing the index
     retries: int = 2
     retry_backoff: str = "60s"
     # Object-store access for tasks that read raw data by URI: the Kubernetes secret holding the

@@ -24,7 +24,12 @@ from .pipelines.ucf101_eval import build_eval_pipeline
 from .pipelines.xdc_pretrain import PIPELINE_NAME as PRETRAIN_PIPELINE
 from .pipelines.xdc_pretrain import build_pretrain_pipeline
 from .placement import Placement
-from .run_parameters import merge_run_parameters, settings_text
+from .run_parameters import (
+    SCALE_PARAMETERS,
+    check_scale_parameters,
+    merge_run_parameters,
+    settings_text,
+)
 
 
 class PipelineError(XdcError):
@@ -32,11 +37,14 @@ class PipelineError(XdcError):
 
 
 def run_arguments(given: Mapping[str, Any], cfg: Config) -> dict[str, Any]:
-    """The run parameters given (names of :data:`xdc_core.config.RUN_PARAMETERS` → value; None:
-    not given) as pipeline arguments, checked against ``cfg`` first: a bad value fails here with
+    """The run parameters given (names of :data:`xdc_core.config.RUN_PARAMETERS` or of
+    :data:`~xdc_kfp.run_parameters.SCALE_PARAMETERS` → value; None: not given) as pipeline
+    arguments, checked against ``cfg`` first: a bad value fails here with
     :class:`~xdc_core.errors.ConfigError` naming the setting, not later inside a pod."""
     arguments = {name: value for name, value in given.items() if value is not None}
-    merge_run_parameters(settings_text(cfg), arguments, source="the run parameters")
+    check_scale_parameters({name: v for name, v in arguments.items() if name in SCALE_PARAMETERS})
+    merge_run_parameters(settings_text(cfg), {name: v for name, v in arguments.items() if name not in SCALE_PARAMETERS},
+                         source="the run parameters")
     return arguments
 
 
@@ -126,7 +134,7 @@ def run_local(
     report_uri = tasks.get("evaluate", {}).get("report", {}).get("uri")
     return {
         "run_dir": str(run_dir),
-        "decoded": tasks["decode"]["decoded"]["uri"],
+        "decoded": tasks["merge-decoded"]["decoded"]["uri"],  # the shards' merge: the one decoded dataset
         "encoders": encoders,
         # a Metrics artifact's values live in its metadata (the KFP UI reads them from there)
         "metrics": tasks.get("evaluate", {}).get("metrics", {}).get("metadata"),

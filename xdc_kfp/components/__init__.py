@@ -21,16 +21,20 @@ from .decode import decode
 from .embed import embed
 from .evaluate import evaluate
 from .kmeans import kmeans
+from .merge_decoded import merge_decoded
+from .plan_shards import plan_shards
 from .settings import settings
 from .train_encoder import train_encoder
 
 
 @dataclass(frozen=True)
 class Components:
-    """The six components, bound to one image."""
+    """The components, bound to one image."""
 
     settings: BaseComponent
+    plan_shards: BaseComponent
     decode: BaseComponent
+    merge_decoded: BaseComponent
     embed: BaseComponent
     kmeans: BaseComponent
     train_encoder: BaseComponent
@@ -44,6 +48,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> Components:
         return dsl.component(func, base_image=image, install_kfp_package=False)
 
     return Components(
-        settings=wrap(settings), decode=wrap(decode), embed=wrap(embed), kmeans=wrap(kmeans),
+        settings=wrap(settings), plan_shards=wrap(plan_shards), decode=wrap(decode),
+        merge_decoded=wrap(merge_decoded), embed=wrap(embed), kmeans=wrap(kmeans),
         train_encoder=wrap(train_encoder), evaluate=wrap(evaluate),
     )

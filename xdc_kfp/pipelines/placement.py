@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
+from kfp.dsl.pipeline_channel import PipelineChannel
 
 from xdc_kfp.placement import Placement
 
 
-def on_gpu(task: PipelineTask, p: Placement) -> PipelineTask:
-    """One GPU on the GPU pool, CPU and memory for the loaders, and an in-memory /dev/shm."""
-    task.set_accelerator_type(p.accelerator).set_accelerator_limit(p.gpus_per_task)
+def on_gpu(task: PipelineTask, p: Placement, gpus: int | PipelineChannel | None = None) -> PipelineTask:
+    """GPUs on the GPU pool (``gpus``, e.g. a run parameter; None: ``p.gpus_per_task``), CPU and
+    memory for the loaders, and an in-memory /dev/shm."""
+    task.set_accelerator_type(p.accelerator).set_accelerator_limit(p.gpus_per_task if gpus is None else gpus)
     task.set_cpu_request(p.gpu_cpu).set_memory_request(p.gpu_memory)
     kubernetes.add_node_selector(task, label_key=p.gpu_node_label[0], label_value=p.gpu_node_label[1])
     kubernetes.add_toleration(task, key=p.accelerator, operator="Exists", effect="NoSchedule")
@@ -23,9 +25,9 @@ def on_gpu(task: PipelineTask, p: Placement) -> PipelineTask:
     return anywhere(task, p)
 
 
-def on_cpu(task: PipelineTask, p: Placement) -> PipelineTask:
-    """CPU nodes only: no accelerator, no GPU toleration."""
-    task.set_cpu_request(p.cpu_cpu).set_memory_request(p.cpu_memory)
+def on_cpu(task: PipelineTask, p: Placement, cpu: str | None = None) -> PipelineTask:
+    """CPU nodes only: no accelerator, no GPU toleration; ``cpu`` cores (None: ``p.cpu_cpu``)."""
+    task.set_cpu_request(p.cpu_cpu if cpu is None else cpu).set_memory_request(p.cpu_memory)
     if p.cpu_node_label is not None:
         kubernetes.add_node_selector(task, label_key=p.cpu_node_label[0], label_value=p.cpu_node_label[1])
     return anywhere(task, p)

@@ -15,7 +15,8 @@ from xdc_kfp.components import build_components
 from xdc_kfp.placement import Placement
 from xdc_kfp.run_parameters import settings_text
 
-from .placement import anywhere, on_cpu, on_gpu, with_object_store
+from .decode_fanout import build_decode_pipeline
+from .placement import anywhere, on_gpu
 
 PIPELINE_NAME = "ucf101-eval"
 
@@ -26,6 +27,7 @@ def build_eval_pipeline(
     """Decode the labelled manifest at ``data_uri`` and evaluate the two encoder checkpoints on it."""
     c = build_components(image)
     place = placement or Placement()
+    sharded_decode = build_decode_pipeline(c, place)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -38,6 +40,7 @@ def build_eval_pipeline(
         audio_encoder_uri: str,
         seed: int = cfg.seed,
         settings: str = settings_text(cfg),
+        decode_shards: int = 1,
     ) -> None:
         # Only the seed is a parameter here; the other run parameters are the compiled settings'
         # own, which evaluation does not read (it has its own evaluate.* schedule).
@@ -45,16 +48,16 @@ def build_eval_pipeline(
                            epochs=cfg.train.total_epochs, lr=cfg.train.lr, batch_size=cfg.train.batch_size, seed=seed)
         anywhere(merge, place).set_display_name("settings")
         # no pretraining here: the settings' k need not fit this dataset
-        decode = c.decode(data_uri=data_uri, settings=merge.output, run_evaluation=True, check_pretraining=False,
-                          run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-        on_cpu(with_object_store(decode, place), place).set_display_name("decode")
+        decode = sharded_decode(data_uri=data_uri, settings=merge.output, run_evaluation=True, shards=decode_shards,
+                                check_pretraining=False)
+        decode.set_display_name("decode")
         encoders = {}
         for m, uri in (("video", video_encoder_uri), ("audio", audio_encoder_uri)):
             imported = dsl.importer(artifact_uri=uri, artifact_class=dsl.Model, reimport=False,
                                     metadata={"modality": m})
             imported.set_display_name(f"import {m} encoder")
             encoders[m] = imported.output
-        evaluate = c.evaluate(decoded=decode.outputs["decoded"], video_encoder=encoders["video"],
+        evaluate = c.evaluate(decoded=decode.output, video_encoder=encoders["video"],
                               audio_encoder=encoders["audio"], settings=merge.output,
                               run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         on_gpu(evaluate, place).set_display_name("evaluate")

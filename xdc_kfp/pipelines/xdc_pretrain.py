@@ -1,15 +1,20 @@
 """The XDC pretraining pipeline:
 
-    settings → decode → [embed ∥ embed → k-means → train ∥ train] × N → evaluate
+    settings → decode (sharded) → [embed ∥ embed → k-means → train ∥ train] × N → evaluate
 
 KFP v2 has no sequential loop over artifacts, so the clustering iterations are unrolled when the
 pipeline is compiled (``xdc pipeline compile --iterations N``). The run parameters (data URI,
 method, k, epochs, lr, batch size, seed) default to the settings it was compiled with; the whole
 settings tree is a parameter too, for what the others do not cover. The first task merges the
-run parameters into the settings; every other task reads only its output.
+run parameters into the settings; every other task reads only its output. Three more parameters
+scale the run out over more machines: ``decode_shards`` (decode tasks side by side,
+:mod:`.decode_fanout`), ``gpus_per_node`` (the GPUs of each train-encoder task) and ``nodes``
+(nodes of each train-encoder task).
 """
 
 # No `from __future__ import annotations`: kfp reads the pipeline functions' annotations as types.
+import dataclasses
+import json
 from collections.abc import Callable
 
 from kfp import dsl
@@ -20,7 +25,8 @@ from xdc_kfp.components import build_components
 from xdc_kfp.placement import Placement
 from xdc_kfp.run_parameters import settings_text
 
-from .placement import anywhere, on_cpu, on_gpu, with_object_store
+from .decode_fanout import build_decode_pipeline
+from .placement import anywhere, on_gpu
 
 PIPELINE_NAME = "xdc-pretrain"
 
@@ -34,6 +40,9 @@ def build_pretrain_pipeline(
         raise ValueError(f"iterations must be at least 1 (got {iterations})")
     c = build_components(image)
     place = placement or Placement()
+    sharded_decode = build_decode_pipeline(c, place)
+    # with nodes > 1 a train-encoder task starts a training job of pods in this image, placed the same way
+    training_job_placement = json.dumps(dataclasses.asdict(place))
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -50,6 +59,9 @@ def build_pretrain_pipeline(
         seed: int = cfg.seed,
         run_evaluation: bool = True,
         settings: str = settings_text(cfg),
+        decode_shards: int = 1,
+        gpus_per_node: int = 1,
+        nodes: int = 1,
     ) -> None:
         merge = c.settings(settings=settings, method=method, k=k, epochs=epochs, lr=lr, batch_size=batch_size,
                            seed=seed)
@@ -57,9 +69,9 @@ def build_pretrain_pipeline(
         merged = merge.output
         run = dsl.PIPELINE_JOB_ID_PLACEHOLDER  # the grouping key of the metrics every task pushes
 
-        decode = c.decode(data_uri=data_uri, settings=merged, run_evaluation=run_evaluation, run_id=run)
-        on_cpu(with_object_store(decode, place), place).set_display_name("decode")
-        decoded = decode.outputs["decoded"]
+        decode = sharded_decode(data_uri=data_uri, settings=merged, run_evaluation=run_evaluation, shards=decode_shards)
+        decode.set_display_name("decode")
+        decoded = decode.output
 
         encoders: dict[str, dsl.PipelineChannel] = {}  # absent: the random init
         previous: dict[str, dsl.PipelineChannel] = {}
@@ -77,8 +89,11 @@ def build_pretrain_pipeline(
             previous = {"clusters": kmeans.outputs["clusters"]}
             for m in MODALITIES:
                 train = c.train_encoder(decoded=decoded, clusters=kmeans.outputs["clusters"], modality=m, iteration=it,
-                                        settings=merged, run_id=run, **({"previous_encoder": encoders[m]} if m in encoders else {}))
-                on_gpu(train, place).set_display_name(f"iter {it}: train {m} encoder")
+                                        settings=merged, run_id=run, gpus=gpus_per_node, nodes=nodes,
+                                        image=image, placement=training_job_placement,
+                                        **({"previous_encoder": encoders[m]} if m in encoders else {}))
+                # the GPUs of this task; with nodes > 1 each node of the training job has as many
+                on_gpu(train, place, gpus=gpus_per_node).set_display_name(f"iter {it}: train {m} encoder")
                 encoders[m] = train.outputs["encoder"]
 
         with dsl.If(run_evaluation == True, name="run-evaluation"):  # noqa: E712 (a pipeline condition, not Python)
