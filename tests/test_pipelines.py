@@ -152,7 +152,8 @@ def test_only_gpu_tasks_ask_for_a_gpu_and_carry_its_placement(tmp_path):
             env = {e["name"]: e["value"] for e in container["env"]}
             assert env["XDC_S3_ENDPOINT"] == "minio-service.kubeflow:9000"
             continue
-        assert "secretAsEnv" not in k8s[exe]
+        # only the train tasks reach the object store: their resumable checkpoints go there
+        assert ("secretAsEnv" in k8s[exe]) == ("train" in name), name
         # the train tasks ask for the gpus_per_node run parameter's GPUs, the others for one
         count = "{{$.inputs.parameters['pipelinechannel--gpus_per_node']}}" if "train" in name else "1"
         assert gpu["resourceType"] == "nvidia.com/gpu" and gpu["resourceCount"] == count, name

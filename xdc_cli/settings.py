@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from xdc_core.config import Config, load_config
+from xdc_core import store
+from xdc_core.config import Config, load_config, parse_config
 from xdc_core.errors import ConfigError
 
 PRESETS = Path(__file__).resolve().parents[1] / "xdc_core" / "presets"  # package data of xdc_core
@@ -73,5 +74,7 @@ def load_settings(
         from xdc_core.device import resolve_device
 
         gpu = resolve_device(values.get("device", "auto")).type == "cuda"
+    if args.config is not None and store.is_remote(args.config):  # e.g. a PyTorchJob's pods: no shared disk
+        return parse_config(store.read_bytes(args.config).decode(), values, args.config), Path(args.config)
     path = config_path(args.config, gpu)
     return load_config(path, values), path

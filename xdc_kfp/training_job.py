@@ -484,3 +484,23 @@ def _custom_objects_api() -> Any:
                            f"and no usable kubeconfig ({err})") from err
     return client.CustomObjectsApi()
 
+
+
+# ---- one train step as a PyTorchJob ------------------------------------------------------------
+
+
+def train_with_pytorchjob(*, run_id: str, step: str, image: str, placement: Placement, nodes: int,
+                          gpus_per_node: int, settings: str, work_uri: str, step_args: Sequence[str],
+                          timeout_s: float, log: Callable[[str], None] = print) -> JobState:
+    """Run ``xdc step train <step_args>`` on ``nodes`` nodes of ``gpus_per_node`` GPUs as a
+    PyTorchJob and wait for it. The pods share no disk with the calling task: the settings go
+    to ``work_uri``/settings.yaml in the object store, and ``step_args`` must name inputs and
+    outputs by object-store URI."""
+    from xdc_core import store
+
+    settings_uri = f"{work_uri.rstrip('/')}/settings.yaml"
+    store.write_bytes(settings_uri, settings.encode())
+    command = torchrun_command(gpus_per_node, ["step", "train", *step_args, "--config", settings_uri])
+    manifest = pytorchjob_manifest(job_name(run_id, step), image, nodes, gpus_per_node, command, placement,
+                                   namespace=current_namespace(), env={"XDC_RUN_ID": run_id})
+    return run_pytorchjob(manifest, timeout_s, log=log)

@@ -14,30 +14,65 @@ def train_encoder(
     encoder: Output[Model],
     previous_encoder: Optional[Input[Model]] = None,  # noqa: UP045 (kfp reads Optional, not X | None)
     run_id: str = "",
+    gpus: int = 1,
+    nodes: int = 1,
+    image: str = "",
+    placement: str = "{}",
+    job_timeout_h: float = 168.0,
 ):
     """Train the ``modality`` encoder, from ``previous_encoder`` (none: the random init of the
     settings' ``seed``), to predict the clusters ``cluster.method`` gives it (XDC: the other
     modality's), with the ``train`` settings. Writes the trunk's state dict (loads into
     torchvision's r2plus1d_18 / resnet18 at width 64).
+
+    ``gpus`` > 1: one data-parallel process per GPU of this pod (torchrun's engine); ``nodes`` > 1:
+    a Kubeflow PyTorchJob of ``nodes`` pods with ``gpus`` GPUs each, in ``image``, placed as the
+    ``placement`` JSON says (xdc_kfp.placement.Placement), awaited up to ``job_timeout_h`` hours.
+    ``train.batch_size`` is per GPU; ``train.lr_scaling`` says how the lr follows the global batch.
+    Resumable checkpoints go next to the output (``<encoder uri>.work/checkpoints``, every
+    ``train.checkpoint_minutes``): a retried or preempted task continues from the last one.
     ``run_id`` (the pipeline's run id) groups the metrics the task pushes to ``$XDC_PUSHGATEWAY``.
     """
+    import json
     from pathlib import Path
 
+    from xdc_core import distributed, store
     from xdc_core.config import parse_config
+    from xdc_core.errors import ConfigError
     from xdc_core.metrics import exported
     from xdc_core.steps import named_inputs, train_step
 
     cfg = parse_config(settings)
+    if gpus < 1 or nodes < 1:
+        raise ConfigError(f"gpus ({gpus}) and nodes ({nodes}) must be at least 1")
+    work = encoder.uri.rstrip("/") + ".work"  # the same for every try of this task: where it resumes from
+    step = f"train-{modality}-{iteration}"
     inputs = {"decoded": decoded.path, "clusters": clusters.path,
               "previous_encoder": previous_encoder.path if previous_encoder else None}
-    with exported(f"train-{modality}-{iteration}", run_id or None), \
-            named_inputs(f"train-encoder ({modality}, iteration {iteration})", inputs):
-        result = train_step(Path(decoded.path), modality, cfg, iteration, Path(clusters.path),
-                            Path(previous_encoder.path) if previous_encoder else None, Path(encoder.path),
-                            progress=False)
+    with exported(step, run_id or None), named_inputs(f"train-encoder ({modality}, iteration {iteration})", inputs):
+        if nodes > 1:
+            from xdc_kfp.placement import Placement
+            from xdc_kfp.training_job import train_with_pytorchjob
+
+            place = Placement(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(placement).items()})
+            args = ["--data", decoded.uri, "--modality", modality, "--iteration", str(iteration),
+                    "--clusters", clusters.uri, "--out", f"{work}/encoder.pt", "--stats", f"{work}/train.json",
+                    "--checkpoints", f"{work}/checkpoints"]
+            args += ["--encoder", previous_encoder.uri] if previous_encoder else []
+            train_with_pytorchjob(run_id=run_id, step=step, image=image, placement=place, nodes=nodes,
+                                  gpus_per_node=gpus, settings=settings, work_uri=work, step_args=args,
+                                  timeout_s=job_timeout_h * 3600)
+            store.download_file(f"{work}/encoder.pt", encoder.path)
+            result = json.loads(store.read_bytes(f"{work}/train.json"))
+        else:
+            result = distributed.launch(train_step, (
+                Path(decoded.path), modality, cfg, iteration, Path(clusters.path),
+                Path(previous_encoder.path) if previous_encoder else None, Path(encoder.path),
+                f"{work}/checkpoints", False), gpus)
     encoder.metadata.update({
         "modality": modality, "iteration": iteration, "method": cfg.cluster.method, "epochs": result["epochs"],
         "best_epoch": result["best_epoch"], "stop_reason": result["stop_reason"],
+        "resumed_from_epoch": result["resumed_from"], "gpus": gpus * nodes,
         "train_loss": result["train_loss"], "val_loss": result["val_loss"],
         "framework": "pytorch", "architecture": "r2plus1d_18" if modality == "video" else "resnet18 (1-channel)",
     })

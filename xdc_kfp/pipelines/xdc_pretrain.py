@@ -26,7 +26,7 @@ from xdc_kfp.placement import Placement
 from xdc_kfp.run_parameters import settings_text
 
 from .decode_fanout import build_decode_pipeline
-from .placement import anywhere, on_gpu
+from .placement import anywhere, on_gpu, with_object_store
 
 PIPELINE_NAME = "xdc-pretrain"
 
@@ -92,8 +92,10 @@ def build_pretrain_pipeline(
                                         settings=merged, run_id=run, gpus=gpus_per_node, nodes=nodes,
                                         image=image, placement=training_job_placement,
                                         **({"previous_encoder": encoders[m]} if m in encoders else {}))
-                # the GPUs of this task; with nodes > 1 each node of the training job has as many
-                on_gpu(train, place, gpus=gpus_per_node).set_display_name(f"iter {it}: train {m} encoder")
+                # the GPUs of this task; with nodes > 1 each node of the training job has as many. The
+                # object store's keys: its resumable checkpoints go there (a retry continues from them)
+                on_gpu(with_object_store(train, place), place, gpus=gpus_per_node).set_display_name(
+                    f"iter {it}: train {m} encoder")
                 encoders[m] = train.outputs["encoder"]
 
         with dsl.If(run_evaluation == True, name="run-evaluation"):  # noqa: E712 (a pipeline condition, not Python)
