@@ -53,6 +53,17 @@ def test_config_takes_a_preset_name_or_a_file(tmp_path):
     assert r.returncode == 2 and "neither a file nor a preset" in r.stderr
 
 
+def test_config_may_be_an_object_in_the_store(bucket):
+    # a PyTorchJob's pods get their settings this way (xdc_kfp/training_job.py): they share no disk
+    from xdc_core import store
+
+    store.write_bytes(f"s3://{bucket}/run/settings.yaml", b"cluster:\n  k: 11\n")
+    r = xdc("config", "--config", f"s3://{bucket}/run/settings.yaml", "--set", "seed=3")
+    assert r.returncode == 0 and "k: 11" in r.stdout and "seed: 3" in r.stdout, r.stderr
+    r = xdc("config", "--config", f"s3://{bucket}/run/missing.yaml")
+    assert r.returncode == 2 and "missing.yaml" in r.stderr
+
+
 def test_sample_data_then_decode(tmp_path):
     r = xdc("sample-data", "--out", str(tmp_path / "s"), "--videos", "4", "--classes", "2")
     assert r.returncode == 0, r.stderr

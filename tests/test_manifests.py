@@ -251,7 +251,7 @@ def test_quota_and_limits_cover_gpus(rendered):
     docs = rendered["gke"][1]
     assert _one(docs, "ResourceQuota", "xdc-compute")["spec"]["hard"]["requests.nvidia.com/gpu"] == "8"
     limits = _one(docs, "LimitRange", "xdc-defaults")["spec"]["limits"][0]
-    assert limits["max"]["nvidia.com/gpu"] == "1"
+    assert limits["max"]["nvidia.com/gpu"] == "8"  # one node's GPUs: gpus_per_node up to 8
     # No default CPU limit (it would throttle the DataLoader workers), and the default memory
     # limit sits above what a GPU task requests (48 GiB) plus its in-memory /dev/shm (16 GiB).
     assert "cpu" not in limits["default"]
