@@ -47,7 +47,14 @@ from . import store
 from .config import Config, DataConfig, DecodeConfig
 from .errors import XdcError
 from .manifest import ManifestRow, read_manifest
-from .media.errors import FileMissing, MediaError, TooShort, Truncated, UnexpectedError, WorkerCrashed
+from .media.errors import (
+    FileMissing,
+    MediaError,
+    TooShort,
+    Truncated,
+    UnexpectedError,
+    WorkerCrashed,
+)
 from .media.file import MediaFile, scaled_size
 from .media.timing import resample_frames
 from .media.x264 import reproducible_params
@@ -348,21 +355,31 @@ def decode_dataset(manifest: str | Path, out_dir: str | Path, config: Config, pr
     Raises :class:`~xdc_core.manifest.ManifestError` for an unusable manifest and
     :class:`DatasetMismatch` when ``out_dir`` holds a dataset decoded with other settings.
     """
-    started = time.perf_counter()
-    rows = read_manifest(manifest)
-    out = Path(out_dir)
-    settings = decode_settings(config.data, config.decode)
-    _prepare_out_dir(out, settings)
+    return decode_rows(read_manifest(manifest), Path(out_dir), config, progress)
 
-    journal_path = out / "progress.jsonl"
+
+def read_journal(path: Path) -> dict[str, dict[str, Any]]:
+    """A decoded folder's journal (``progress.jsonl``): the last record of each source."""
     records: dict[str, dict[str, Any]] = {}
-    if journal_path.is_file():
-        for line in journal_path.read_text().splitlines():
+    if path.is_file():
+        for line in path.read_text().splitlines():
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # the last line of a killed run may be cut short
             records[rec["resolved"]] = rec
+    return records
+
+
+def decode_rows(rows: list[ManifestRow], out: Path, config: Config, progress: bool = True) -> dict[str, Any]:
+    """:func:`decode_dataset` on manifest rows already read (e.g. one shard's,
+    :mod:`xdc_core.decode_shards`): the folder lists exactly these rows, in this order."""
+    started = time.perf_counter()
+    settings = decode_settings(config.data, config.decode)
+    _prepare_out_dir(out, settings)
+
+    journal_path = out / "progress.jsonl"
+    records = read_journal(journal_path)
     todo = [r.resolved for r in rows if not _reusable(records.get(r.resolved), out)]
     resumed = len(rows) - len(todo)
 

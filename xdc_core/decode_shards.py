@@ -17,27 +17,21 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Sequence
 from hashlib import sha1
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tqdm import tqdm
-
 from .config import Config
 from .decode import (
     DatasetMismatch,
     _prepare_out_dir,
-    _reusable,
-    _run_pool,
-    _Task,
     _write_outputs,
-    decode_settings,
+    decode_rows,
+    read_journal,
 )
 from .errors import ConfigError
 from .manifest import ManifestRow, read_manifest
-from .metrics import record_decoded
 from .sample_data import SampleSpec
 from .store import atomic_write, write_json
 
@@ -80,58 +74,7 @@ def decode_shard(
     """Decode shard ``shard`` of ``shards`` of ``manifest`` into ``out`` (resuming, as
     :func:`~xdc_core.decode.decode_dataset`); no plan check. Returns the shard's summary."""
     rows = shard_rows(read_manifest(manifest), shard, shards)
-    return _decode_rows(rows, Path(out), cfg, progress)
-
-
-def _decode_rows(rows: list[ManifestRow], out: Path, cfg: Config, progress: bool) -> dict[str, Any]:
-    """:func:`~xdc_core.decode.decode_dataset` on rows already read. That function takes a
-    manifest file, and a shard's rows cannot always be written to one: a local CSV cannot list
-    ``s3://`` URIs (its paths resolve against its folder), and writing beside a remote manifest
-    would touch the user's data. The same helpers of :mod:`xdc_core.decode`, in the same order,
-    so a shard's files and records are the ones the unsharded decode writes."""
-    started = time.perf_counter()
-    settings = decode_settings(cfg.data, cfg.decode)
-    _prepare_out_dir(out, settings)
-    journal_path = out / "progress.jsonl"
-    records = _read_journal(journal_path)
-    todo = [r.resolved for r in rows if not _reusable(records.get(r.resolved), out)]
-    with open(journal_path, "a") as journal, tqdm(
-        total=len(todo), unit="video", desc="decode", disable=not progress or None
-    ) as bar:
-
-        def on_done(rec: dict[str, Any]) -> None:
-            records[rec["resolved"]] = rec
-            journal.write(json.dumps(rec) + "\n")
-            journal.flush()
-            bar.update(1)
-            record_decoded(rec, bar.n, time.perf_counter() - started)
-
-        _run_pool(todo, cfg.decode.workers, _Task(str(out), cfg.data, cfg.decode), on_done)
-    summary = _write_outputs(out, rows, records)
-    elapsed = time.perf_counter() - started
-    summary |= {
-        "resumed": len(rows) - len(todo),
-        "decoded_now": len(todo),
-        "elapsed_s": round(elapsed, 3),
-        "videos_per_s": round(len(todo) / elapsed, 3) if todo else None,
-        "workers": cfg.decode.workers,
-        "settings": settings,
-    }
-    write_json(out / "summary.json", summary)
-    return summary
-
-
-def _read_journal(path: Path) -> dict[str, dict[str, Any]]:
-    """A decoded folder's journal: the last record of each source (as decode_dataset reads it)."""
-    records: dict[str, dict[str, Any]] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # the last line of a killed run may be cut short
-            records[rec["resolved"]] = rec
-    return records
+    return decode_rows(rows, Path(out), cfg, progress)
 
 
 # -- the merge -------------------------------------------------------------------------------------
@@ -188,7 +131,7 @@ def merge_shards(shard_dirs: Sequence[str | Path], rows: Sequence[ManifestRow], 
     records: dict[str, dict[str, Any]] = {}
     owner: dict[str, Path] = {}
     for d in dirs:
-        for resolved, rec in _read_journal(d / "progress.jsonl").items():
+        for resolved, rec in read_journal(d / "progress.jsonl").items():
             if resolved not in wanted:
                 continue  # a shard folder reused from another manifest: not this dataset's
             if resolved in owner:
