@@ -125,6 +125,16 @@ def test_a_killed_two_rank_run_resumes_from_the_object_store(tiny_decoded, tmp_p
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
+    # torchrun's engine started from the step itself (what a Kubeflow task with gpus=2 does) trains
+    # exactly as torchrun does
+    launched = str(tmp_path / "launched.pt")
+    cmd = _train_cmd(tiny_decoded, clusters, launched, None)
+    cmd = [sys.executable, "-m", "xdc_cli.main", *cmd[cmd.index("step"):], "--nproc-per-node", "2"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for (k, a), b in zip(torch.load(whole, weights_only=True).items(), torch.load(launched).values(), strict=True):
+        assert torch.equal(a, b), k
+
     ckpt = f"s3://{bucket}/run/train-audio-1"
     out = f"s3://{bucket}/run/audio_encoder.pt"
     first = subprocess.Popen(_train_cmd(tiny_decoded, clusters, out, ckpt), cwd=ROOT, env=env,
@@ -146,3 +156,21 @@ def test_a_killed_two_rank_run_resumes_from_the_object_store(tiny_decoded, tmp_p
     resumed = torch.load(io.BytesIO(store.read_bytes(out)), weights_only=True)
     for (k, a), b in zip(torch.load(whole, weights_only=True).items(), resumed.values(), strict=True):
         assert torch.equal(a, b), k
+
+
+def test_two_ranks_embed_every_video_once_in_video_order(tiny_decoded, tmp_path):
+    def embed(out: Path, *extra: str) -> dict:
+        cmd = [sys.executable, "-m", "xdc_cli.main", "step", "embed", "--data", str(tiny_decoded), "--modality",
+               "audio", "--out", str(out), "--config", "cpu-demo", *extra]
+        for key, value in {**{f"data.{k}": v for k, v in TINY_SETTINGS["data"].items()}, "model.audio_width": 4,
+                           "embed.batch_size": 3, "embed.workers": 0}.items():
+            cmd += ["--set", f"{key}={value}"]
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        with np.load(out) as z:
+            return {k: z[k] for k in z.files}
+
+    one = embed(tmp_path / "one.npz")
+    two = embed(tmp_path / "two.npz", "--nproc-per-node", "2")
+    assert np.array_equal(one["index"], two["index"]) and np.array_equal(one["labels"], two["labels"])
+    assert np.allclose(one["features"], two["features"], atol=1e-5)

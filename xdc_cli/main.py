@@ -81,7 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from xdc_core.publish import mirror
 
         out, publish = mirror(args.out, log)
-    metrics = run(args.data, out, cfg, evaluate=not args.no_eval, progress=not args.quiet, log=log, publish=publish)
+    metrics = run(args.data, out, cfg, evaluate=not args.no_eval, progress=not args.quiet, log=log, publish=publish,
+                  processes=args.nproc_per_node)
     if "probe" in metrics:
         print(format_results(metrics))
     out = str(args.out).rstrip("/")
@@ -128,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, help="k-means clusters (cluster.k)")
     p.add_argument("--seed", type=int, help="seed of every random choice (seed)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: auto = cuda when present)")
+    p.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+                   help="embed and train data-parallel in N processes, one per GPU of this machine (default 1); "
+                   "train.batch_size is per process, train.lr_scaling says how the lr follows")
     p.add_argument("--no-eval", action="store_true", help="pretrain only (for data without labels)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--metrics-port", type=int, metavar="PORT",

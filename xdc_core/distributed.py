@@ -103,11 +103,15 @@ def barrier() -> None:
 def launch(fn: Callable[..., Any], args: tuple[Any, ...], nproc: int) -> Any:
     """Run ``fn(*args)`` in ``nproc`` processes on this machine, joined as one process group
     (torchrun's engine, rendezvous on 127.0.0.1); returns rank 0's result. ``fn`` and ``args``
-    must be picklable (the processes are spawned). One process: ``fn`` runs here."""
+    must be picklable (the processes are spawned). One process: ``fn`` runs here. As torchrun,
+    sets ``OMP_NUM_THREADS=1`` for the processes unless it is set."""
     if nproc <= 1:
         return fn(*args)
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    # torchrun gives each of several processes one OpenMP thread unless told otherwise; so do we,
+    # so that a step launched here computes what the same step under torchrun does, bit for bit
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     config = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=uuid.uuid4().hex,
         rdzv_backend="c10d", rdzv_endpoint="127.0.0.1:0",

@@ -20,6 +20,7 @@ from typing import Any
 from . import store
 from .config import MODALITIES, Config
 from .device import resolve_device
+from .distributed import launch
 from .layout import RunLayout
 from .plots import write_plots
 from .report import format_clusters, format_train
@@ -75,10 +76,12 @@ def run(
     progress: bool = True,
     log: Log = print,
     publish: Publish | None = None,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """Run the deep-clustering loop into the folder ``out``; returns the metrics (with each
     iteration's statistics under ``"iteration_stats"`` and, when evaluated, per-video outcomes).
-    ``publish`` (for an object-store OUT) is called with each file or folder once it is final."""
+    ``publish`` (for an object-store OUT) is called with each file or folder once it is final.
+    ``processes`` > 1: embed and train data-parallel, one process per GPU (:mod:`xdc_core.distributed`)."""
     publish = publish or (lambda path: None)  # a local OUT: the files are where they belong already
     started = time.perf_counter()
     layout = RunLayout(Path(out))
@@ -101,14 +104,15 @@ def run(
             log(f"{head}: already done, kept from {layout.iteration(it)}")
             continue
         t0 = time.perf_counter()
-        features = {m: embed_step(root, m, cfg, layout.encoder(it - 1, m), layout.features(it, m), progress)
+        features = {m: launch(embed_step, (root, m, cfg, layout.encoder(it - 1, m), layout.features(it, m),
+                                           progress), processes)
                     for m in MODALITIES}
         previous = layout.clusters(it - 1) if it > 1 else None
         clusters = kmeans_step(features, cfg, it, layout.clusters(it), previous, stats=layout.kmeans_stats(it),
                                decoded=root, gallery=layout.gallery(it))
-        trained = {m: train_step(root, m, cfg, it, layout.clusters(it), layout.encoder(it - 1, m),
-                                 layout.encoder(it, m), layout.checkpoints(it, m), progress,
-                                 stats=layout.train_stats(it, m))
+        trained = {m: launch(train_step, (root, m, cfg, it, layout.clusters(it), layout.encoder(it - 1, m),
+                                          layout.encoder(it, m), layout.checkpoints(it, m), progress,
+                                          layout.train_stats(it, m)), processes)
                    for m in MODALITIES}
         for path in (*(layout.features(it, m) for m in MODALITIES), layout.clusters(it), layout.gallery(it),
                      *(layout.encoder(it, m) for m in MODALITIES), *layout.stats_files(it)):
