@@ -174,3 +174,17 @@ def test_two_ranks_embed_every_video_once_in_video_order(tiny_decoded, tmp_path)
     two = embed(tmp_path / "two.npz", "--nproc-per-node", "2")
     assert np.array_equal(one["index"], two["index"]) and np.array_equal(one["labels"], two["labels"])
     assert np.allclose(one["features"], two["features"], atol=1e-5)
+
+
+def test_loader_workers_do_not_change_what_is_learned(audio_setup):
+    # each item's augmentation is seeded by its slot in the epoch, not by the worker that reads it
+    train, val, targets, schedule = audio_setup
+    trunks = []
+    for workers in (0, 2):
+        torch.manual_seed(0)
+        trunk = build_trunk("audio", 4)
+        train_encoder(trunk, "audio", train, val, targets, schedule.model_copy(update={"workers": workers}), 5,
+                      torch.device("cpu"), progress=False)
+        trunks.append(trunk)
+    for (k, a), b in zip(trunks[0].state_dict().items(), trunks[1].state_dict().values(), strict=True):
+        assert torch.equal(a, b), k

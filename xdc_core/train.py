@@ -209,17 +209,19 @@ def epoch_samples(
     return videos.reshape(shape), seeds.reshape(shape)
 
 
-def _batches(
-    dataset: Dataset[dict[str, Any]], keys: Sequence[tuple[int, int]], batch_size: int, workers: int
-) -> DataLoader[dict[str, Any]]:
-    """Batches of the items ``keys`` name, in order: ``(position, augmentation seed)`` pairs."""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=keys,  # type: ignore[arg-type]
-        num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
-    )
+class EpochKeys(Sampler[tuple[int, int]]):
+    """The items of the current epoch, in order: ``(position, augmentation seed)`` pairs. One
+    sampler for the whole run, its ``keys`` replaced every epoch, so that one DataLoader and its
+    worker processes live through all epochs (starting workers costs seconds per epoch)."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[int, int]] = []
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
 class Classifier(nn.Module):
@@ -369,7 +371,10 @@ def train_encoder(
     trained: nn.Module = model
     if w.size > 1:
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    labelled = WithTargets(train_set, y)
+    sampler = EpochKeys()
+    loader = DataLoader(WithTargets(train_set, y), batch_size=cfg.batch_size, sampler=sampler,  # type: ignore[arg-type]
+                        num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
+                        pin_memory=device.type == "cuda")
     val_loader = DataLoader(
         torch.utils.data.Subset(WithTargets(val_set, y), val_pos[w.rank :: w.size].tolist()),
         batch_size=cfg.batch_size,
@@ -380,7 +385,7 @@ def train_encoder(
         steps = len(videos)
         keys = list(zip(videos[:, w.rank].ravel().tolist(), seeds[:, w.rank].ravel().tolist(), strict=True))
         skip = start_step * cfg.batch_size if epoch == start_epoch else 0
-        loader = _batches(labelled, keys[skip:], cfg.batch_size, cfg.workers)
+        sampler.keys = keys[skip:]
         bar = tqdm(loader, desc=f"train {modality} epoch {epoch + 1}", leave=False,
                    disable=not progress or not w.main or None)
         ready = time.perf_counter()
