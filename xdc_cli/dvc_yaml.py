@@ -30,11 +30,12 @@ CODE: dict[str, list[str]] = {
     "sample_data": ["sample_data.py", "media/x264.py"],
     "decode": ["decode.py", "manifest.py", "media", "steps.py"],
     "init": ["models.py", "steps.py"],
-    "embed": ["embed.py", "dataset.py", "clip_cache.py", "models.py", "device.py", "steps.py"],
+    "embed": ["embed.py", "dataset.py", "clip_cache.py", "models.py", "device.py", "distributed.py", "steps.py"],
     "kmeans": ["kmeans.py", "methods.py", "steps.py", "gallery.py", "dataset.py", "media"],  # gallery: its thumbnails
-    "train": ["train.py", "dataset.py", "clip_cache.py", "models.py", "methods.py", "device.py", "steps.py"],
+    "train": ["train.py", "dataset.py", "clip_cache.py", "models.py", "methods.py", "device.py", "distributed.py",
+              "steps.py"],
     "evaluate": ["evaluate.py", "embed.py", "train.py", "dataset.py", "clip_cache.py", "models.py", "device.py",
-                 "steps.py", "plots.py", "curves.py"],
+                 "distributed.py", "steps.py", "plots.py", "curves.py"],
 }
 
 # The settings each step reads: a change re-runs exactly the stages it affects.
