@@ -105,5 +105,5 @@ def test_pipeline_tasks_push_under_one_run_id(monitoring, tiny_sample, tmp_path)
     assert {(s["metric"]["task"], s["metric"]["clustering"]) for s in sizes} == {
         ("kmeans-1", "video"), ("kmeans-1", "audio")}
     ended = monitoring.wait_for(f'xdc_task_end_time_seconds{{run_id="{run_id}"}}')
-    assert {s["metric"]["task"] for s in ended} == {"decode", "embed-video-1", "embed-audio-1", "kmeans-1",
-                                                    "train-video-1", "train-audio-1"}
+    assert {s["metric"]["task"] for s in ended} == {"decode", "merge-decoded", "embed-video-1", "embed-audio-1",
+                                                    "kmeans-1", "train-video-1", "train-audio-1"}

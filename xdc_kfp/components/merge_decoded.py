@@ -26,7 +26,7 @@ def merge_decoded(
 
     cfg = parse_config(settings)
     dirs = [Path(s.path) for s in shards]
-    with exported("merge_decoded", run_id or None), \
+    with exported("merge-decoded", run_id or None), \
             named_inputs("merge_decoded", {"data_uri": data_uri} | {f"shards[{i}]": str(d) for i, d in enumerate(dirs)}):
         summary = merge_step(dirs, data_uri or shared_sample_manifest(), Path(decoded.path), cfg,
                              evaluate=run_evaluation, pretrain=check_pretraining)
