@@ -46,7 +46,7 @@ def main(decoded: Path, out: Path) -> None:
     with distributed.process_group(torch.device("cpu")) as world:
         result, _ = train_encoder(
             trunk, "audio", train, val, [labels], cfg.train, 0, torch.device("cpu"), progress=False,
-            on_step_end=lambda _e, _s: sums.append(float(sum(p.double().sum() for p in trunk.parameters()))),
+            on_step_end=lambda _e, _s: sums.append(float(sum(p.detach().double().sum() for p in trunk.parameters()))),
         )
     (out / f"rank{world.rank}.json").write_text(json.dumps(
         {"sums": sums, "seeds": train.seeds, "train_loss": result.train_loss, "world": world.size}))

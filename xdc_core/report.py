@@ -28,19 +28,23 @@ def format_summary(summary: dict[str, Any], out: Path | str) -> str:
 
 
 def format_clusters(name: str, c: dict[str, Any]) -> str:
-    """One clustering's statistics: sizes min/median/max, NMI with the previous iteration, purity."""
+    """One clustering's statistics: sizes min/median/max, NMI with the previous iteration, purity,
+    and the GPUs when faiss ran on them."""
     if name == CROSS_MODAL:
         return f"video-audio nmi {c['nmi']:.3f} (chance {c['nmi_chance']:.3f})"
     prev = f" nmi-prev {c['nmi_previous']:.2f}" if c.get("nmi_previous") is not None else ""
     lab = f" purity {c['purity']:.2f}" if c.get("purity") is not None else ""
-    return f"{name} clusters k={c['k']} {c['sizes_min']}/{c['sizes_median']:g}/{c['sizes_max']}{prev}{lab}"
+    dev = f" on {c['device']}" if c.get("device", "cpu") != "cpu" else ""  # faiss on GPUs: worth a word
+    return f"{name} clusters k={c['k']} {c['sizes_min']}/{c['sizes_median']:g}/{c['sizes_max']}{prev}{lab}{dev}"
 
 
 def format_train(modality: str, r: dict[str, Any]) -> str:
-    """One encoder's training: first and last epoch's loss, best held-out loss, why it stopped."""
+    """One encoder's training: first and last epoch's loss, best held-out loss, the processes when
+    data parallel, why it stopped."""
     loss = f"loss {r['train_loss'][0]:.2f}→{r['train_loss'][-1]:.2f}" if r["train_loss"] else "no epochs"
     val = f" held-out {min(r['val_loss']):.2f}" if r["val_loss"] else ""
-    return f"{modality} {loss}{val} ({r['stop_reason']})"
+    ranks = f" on {r['processes']} processes" if r.get("processes", 1) > 1 else ""
+    return f"{modality} {loss}{val}{ranks} ({r['stop_reason']})"
 
 
 def format_results(metrics: dict[str, Any]) -> str:
