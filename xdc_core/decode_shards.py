@@ -111,9 +111,8 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
     except OSError:  # EXDEV (another filesystem), EPERM/ENOTSUP (no hard links), EMLINK
-        tmp = dst.with_name(f".{dst.name}.partial")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)  # a killed copy leaves no file under the final name
+        with open(src, "rb") as fin, atomic_write(dst) as fout:  # a killed copy leaves no file under dst
+            shutil.copyfileobj(fin, fout)
 
 
 def merge_shards(shard_dirs: Sequence[str | Path], rows: Sequence[ManifestRow], out: str | Path) -> dict[str, Any]:
@@ -188,12 +187,10 @@ def merge_step(
 ) -> dict[str, Any]:
     """Merge the decoded shards of ``manifest`` into ``out``, then check the plan on what was
     accepted, as :func:`~xdc_core.steps.decode_step` does after decoding. Returns the summary."""
-    from .dataset import read_index
-    from .steps import check_plan
+    from .steps import check_decoded  # torch and the rest: only for this check
 
     summary = merge_shards(shard_dirs, read_manifest(manifest), out)
-    entries = read_index(out)
-    check_plan([(e.label, e.split) for e in entries], cfg, evaluate, f"{out} (after decoding)", pretrain)
+    check_decoded(out, cfg, evaluate, pretrain, source=f"{out} (after decoding)")
     return summary
 
 

@@ -93,10 +93,10 @@ def check_k(k: int, videos: int, source: str) -> None:
                        "choose a k at most that, or add videos")
 
 
-def check_decoded(root: Path, cfg: Config, evaluate: bool, pretrain: bool = True) -> None:
-    """:func:`check_plan` for a decoded dataset folder."""
+def check_decoded(root: Path, cfg: Config, evaluate: bool, pretrain: bool = True, source: str | None = None) -> None:
+    """:func:`check_plan` for a decoded dataset folder (``source``: how errors name it; default the folder)."""
     entries = read_index(root)
-    check_plan([(e.label, e.split) for e in entries], cfg, evaluate, str(root), pretrain)
+    check_plan([(e.label, e.split) for e in entries], cfg, evaluate, source or str(root), pretrain)
 
 
 def pretrain_videos(root: Path, cfg: Config) -> int:
@@ -128,8 +128,7 @@ def decode_step(
     rows = read_manifest(manifest)
     check_plan([(r.label, r.split) for r in rows], cfg, evaluate, str(manifest), pretrain)
     summary = decode_dataset(manifest, out, cfg, progress=progress)
-    entries = read_index(out)
-    check_plan([(e.label, e.split) for e in entries], cfg, evaluate, f"{out} (after decoding)", pretrain)
+    check_decoded(out, cfg, evaluate, pretrain, source=f"{out} (after decoding)")
     return summary
 
 
