@@ -188,3 +188,14 @@ def test_loader_workers_do_not_change_what_is_learned(audio_setup):
         trunks.append(trunk)
     for (k, a), b in zip(trunks[0].state_dict().items(), trunks[1].state_dict().values(), strict=True):
         assert torch.equal(a, b), k
+
+
+def test_a_damaged_checkpoint_is_named_and_kept(audio_setup, tmp_path):
+    from xdc_core.errors import RunError
+
+    train, val, targets, schedule = audio_setup
+    (tmp_path / "last.pt").write_bytes(b"garbage")
+    with pytest.raises(RunError, match="last.pt is not a training checkpoint xdc wrote.*delete it"):
+        train_encoder(build_trunk("audio", 4), "audio", train, val, targets, schedule, 5, torch.device("cpu"),
+                      ckpt_dir=tmp_path, progress=False)
+    assert (tmp_path / "last.pt").read_bytes() == b"garbage"  # nothing overwritten

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from . import distributed, store
 from .config import Schedule, TrainConfig
 from .device import autocast, fast_layout
-from .errors import ConfigError
+from .errors import ConfigError, RunError
 from .metrics import TrainMonitor
 from .models import model_input
 
@@ -269,7 +269,14 @@ class Checkpoints:
         """The saved state if there is one for this very run (same targets, settings, seed, ranks)."""
         if self.uri is None or not store.exists(self.uri):
             return None
-        state = torch.load(io.BytesIO(store.read_bytes(self.uri)), map_location=device, weights_only=False)
+        try:
+            state = torch.load(io.BytesIO(store.read_bytes(self.uri)), map_location=device, weights_only=False)
+            if not isinstance(state, dict) or "fingerprint" not in state:
+                raise ValueError("no training state in it")
+        except Exception as err:  # torch raises several types for foreign or damaged files
+            raise RunError(f"{self.uri} is not a training checkpoint xdc wrote ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0] if str(err) else ''}); delete it to start this training "
+                             "over, or give another checkpoint folder") from None
         if state["fingerprint"] != fingerprint:
             self.log(f"checkpoint {self.uri} is of another run (targets, settings or ranks differ): starting over")
             return None
