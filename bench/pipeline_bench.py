@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from xdc_cli.settings import preset_path
+from xdc_core.config import preset_path
 from xdc_core.config import load_config
 from xdc_core.sample_data import SampleSpec, make_sample_dataset
 

@@ -185,7 +185,7 @@ def test_sharded_decode_through_kfp_local_equals_the_unsharded_decode(mixed_mani
     @dsl.pipeline(name="shards")
     def sharded(data_uri: str, decode_shards: int) -> None:
         # the settings from a task, as in the real pipelines (kfp.local mishandles task outputs
-        # read inside a loop: xdc_kfp/pipelines/decode_fanout.py)
+        # read inside a loop: pipelines/decode_fanout.py)
         given = {"method": "xdc", "k": 3, "epochs": 2, "lr": 0.05, "batch_size": 8, "seed": 0}
         settings = c.settings(settings=json.dumps(TINY_SETTINGS), **given)
         decode(data_uri=data_uri, settings=settings.output, run_evaluation=True, shards=decode_shards)

@@ -454,7 +454,7 @@ def test_checkov_finds_nothing_but_the_accepted(rendered, tmp_path):
     for overlay, (text, _) in rendered.items():
         (tmp_path / "rendered" / f"{overlay}.yaml").write_text(text)
     (tmp_path / "rendered" / "pytorchjob.yaml").write_text(yaml.safe_dump_all(_pytorchjob_and_pods(), sort_keys=False))
-    shutil.copytree(REPO / "dockerfiles", tmp_path / "dockerfiles")
+    shutil.copytree(REPO / "docker", tmp_path / "docker")
     shutil.copytree(REPO / ".github" / "workflows", tmp_path / ".github" / "workflows")
     # Offline: no API key (so no platform), no policy or guideline download, no check for a newer
     # checkov on PyPI, and .github (a hidden folder) scanned.

@@ -14,13 +14,14 @@ from kfp import compiler, dsl, local
 from kfp.components import load_component_from_file
 from test_cli import xdc
 
-from xdc_core.config import RUN_PARAMETERS, build_config, load_config
+from xdc_core.config import build_config, load_config
 from xdc_core.run import run
 from xdc_kfp.components import build_components
 from xdc_kfp.pipelines.ucf101_eval import build_eval_pipeline
 from xdc_kfp.pipelines.xdc_pretrain import build_pretrain_pipeline
 from xdc_kfp.placement import Placement
-from xdc_kfp.runner import task_outputs
+from xdc_kfp.run_parameters import RUN_PARAMETERS
+from xdc_kfp.runner import PACKAGES, task_outputs
 
 
 REPO = Path(__file__).parents[1]
@@ -30,7 +31,8 @@ GPU_STEPS = ("embed", "kmeans", "train-encoder", "evaluate")
 def _compile(tmp_path: Path, iterations: int = 2) -> tuple[dict, dict]:
     cfg = load_config(REPO / "xdc_core" / "presets" / "cpu-demo.yaml")
     path = tmp_path / "xdc_pretrain.yaml"
-    compiler.Compiler().compile(build_pretrain_pipeline(iterations, cfg, image="registry.test/xdc:1"), str(path))
+    compiler.Compiler().compile(build_pretrain_pipeline(iterations, cfg, image="registry.test/xdc:1",
+                                                        config="cpu-demo"), str(path))
     load_component_from_file(str(path))  # kfp's own loader accepts it
     spec, platform = yaml.safe_load_all(path.read_text())
     return spec, platform
@@ -133,8 +135,9 @@ def test_only_gpu_tasks_ask_for_a_gpu_and_carry_its_placement(tmp_path):
         assert "pip install" not in json.dumps(container)  # everything is in the image
         # every task runs as the images' non-root user
         assert k8s[exe]["securityContext"] == {"runAsUser": "10001", "runAsGroup": "10001", "runAsNonRoot": True}
-        if name == "settings":  # computes parameters only: any node, no resources asked for
-            assert "resources" not in container and set(k8s[exe]) == {"securityContext"}
+        if name == "settings":  # resolves the settings (config may be an s3:// URI): any node, default resources
+            assert "resources" not in container
+            assert set(k8s[exe]) == {"securityContext", "fieldPathAsEnv", "secretAsEnv"}
             continue
         if name == "plan decode shards":  # reads the manifest only: any node, the default resources
             assert "resources" not in container and "nodeSelector" not in k8s[exe]
@@ -142,8 +145,8 @@ def test_only_gpu_tasks_ask_for_a_gpu_and_carry_its_placement(tmp_path):
         if name in ("plan decode shards", "decode shard", "merge decoded"):
             assert gpu is None
             assert "tolerations" not in k8s.get(exe, {}) and "nodeSelector" not in k8s.get(exe, {})
-            if name != "plan decode shards":  # a core per decode worker; the merge only links files
-                assert container["resources"]["resourceCpuRequest"] == ("16" if name == "decode shard" else "2")
+            if name != "plan decode shards":  # a core per decode worker (cpu-demo: 2); the merge only links files
+                assert container["resources"]["resourceCpuRequest"] == "2"
             # they read s3:// data: keys from the Kubernetes secret, never in the spec
             secret = k8s[exe]["secretAsEnv"][0]
             assert secret["secretName"] == "mlpipeline-minio-artifact"
@@ -161,7 +164,9 @@ def test_only_gpu_tasks_ask_for_a_gpu_and_carry_its_placement(tmp_path):
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s[exe]["tolerations"]
         assert k8s[exe]["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
         assert k8s[exe]["emptyDirMounts"][0]["medium"] == "Memory"
-        assert container["resources"]["resourceCpuRequest"] and container["resources"]["resourceMemoryRequest"]
+        # a core per DataLoader worker of the busiest step (cpu-demo: 2) and one for the task's own process
+        assert container["resources"]["resourceCpuRequest"] == "3"
+        assert container["resources"]["resourceMemoryRequest"]
 
 
 def test_compiled_pipelines_fan_decode_out_and_train_on_gpus_per_node(tmp_path):
@@ -215,40 +220,128 @@ def test_compiled_pipelines_fan_decode_out_and_train_on_gpus_per_node(tmp_path):
         assert gpu["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpus_per_node']}}", name
 
 
-def test_pipeline_parameters_default_to_the_settings(tmp_path):
+def test_run_form_is_typed_described_and_keeps_the_config_by_default(tmp_path):
+    """What the KFP UI's run form shows: the settings by name, typed values that keep the config's
+    own unless set, a description for every parameter, and the iteration count in the name."""
     spec, _ = _compile(tmp_path)
     params = spec["root"]["inputDefinitions"]["parameters"]
     defaults = {name: p.get("defaultValue") for name, p in params.items()}
-    cfg = load_config(REPO / "xdc_core" / "presets" / "cpu-demo.yaml")  # what _compile compiled with
-    assert defaults["method"] == cfg.cluster.method and defaults["k"] == cfg.cluster.k
-    assert defaults["epochs"] == cfg.train.total_epochs and defaults["batch_size"] == cfg.train.batch_size
-    assert defaults["lr"] == cfg.train.lr and defaults["seed"] == cfg.seed
+    assert defaults["config"] == "cpu-demo" and defaults["overrides"] == ""
+    assert {name: defaults[name] for name in RUN_PARAMETERS} == {n: p.unset for n, p in RUN_PARAMETERS.items()}
     assert defaults["data_uri"] == "" and defaults["run_evaluation"] is True
     assert defaults["decode_shards"] == defaults["gpus_per_node"] == defaults["nodes"] == 1
-    assert json.loads(defaults["settings"])["model"]["video_width"] == cfg.model.video_width
+    assert all(len(p.get("description", "")) > 20 for p in params.values()), params
+    assert "(cpu-demo: 16)" in params["k"]["description"]  # what 0 keeps
+    assert spec["pipelineInfo"]["name"] == "xdc-pretrain-2it"
+    assert "2 clustering iterations" in spec["pipelineInfo"]["description"]
     # only the settings task takes the run parameters; every other task reads them from its output
     components = {name: set(c["inputDefinitions"]["parameters"]) for name, c in spec["components"].items()
                   if "executorLabel" in c}
-    assert components.pop("comp-settings") == {"settings", *RUN_PARAMETERS}
-    structural = {"settings", "modality", "iteration", "data_uri", "run_evaluation", "check_pretraining", "run_id",
+    assert components.pop("comp-settings") == {"config", "overrides", "iterations", "data_uri", *RUN_PARAMETERS}
+    structural = {"settings", "modality", "iteration", "data_uri", "run_evaluation", "check_pretraining",
                   "shard", "shards", "gpus", "nodes", "image", "placement", "job_timeout_h"}
     assert components and all(params <= structural for params in components.values()), components
 
 
+# The placeholders KFP replaces with a value of the run (backend/src/v2/driver/resolve.go).
+RUN_PLACEHOLDERS = ("{{$.pipeline_job_uuid}}", "{{$.pipeline_job_name}}", "{{$.pipeline_job_resource_name}}",
+                    "{{$.pipeline_task_uuid}}", "{{$.pipeline_job_create_time_utc}}")
+
+
+def _cache_keys(spec: dict, arguments: dict, run: dict[str, str]) -> dict[str, str]:
+    """Each container task's cache key as the KFP driver computes it (backend/src/v2/driver/cache.go,
+    getFingerPrint; cacheutils/cache.go, GenerateCacheKey): its resolved input parameters, input
+    artifacts (by producer), command, args and image — for a run with ``arguments`` whose
+    run-specific placeholders resolve to ``run``'s values."""
+    executors = spec["deploymentSpec"]["executors"]
+    keys = {}
+
+    def resolve(value: dict) -> object:
+        if "runtimeValue" in value:
+            constant = value["runtimeValue"]["constant"]
+            return run.get(constant, constant) if isinstance(constant, str) else constant
+        if "componentInputParameter" in value:  # the pipeline's own parameters, or a DAG's channel
+            name = value["componentInputParameter"]
+            return arguments.get(name, ("channel", name))
+        return json.dumps(value, sort_keys=True)  # another task's output: the same in both runs
+
+    for name, task in _tasks_by_display_name(spec).items():
+        component = spec["components"][task["componentRef"]["name"]]
+        if "executorLabel" not in component:
+            continue
+        container = executors[component["executorLabel"]]["container"]
+        inputs = task.get("inputs", {})
+        keys[name] = json.dumps({
+            "parameters": {k: resolve(v) for k, v in inputs.get("parameters", {}).items()},
+            "artifacts": inputs.get("artifacts", {}),
+            "cmd_args": container.get("command", []) + container.get("args", []),
+            "image": container["image"],
+        }, sort_keys=True, default=str)
+    return keys
+
+
+def test_two_submissions_of_one_run_have_the_same_cache_keys(tmp_path):
+    """The run id reaches tasks from their pod's label (an environment variable), never as an input:
+    two runs with the same arguments give every task the same cache key, so a rerun is served from
+    KFP's cache; a changed argument changes the keys of the tasks that read it."""
+    spec, platform = _compile(tmp_path)
+    assert not any(p in yaml.safe_dump(spec) for p in RUN_PLACEHOLDERS)
+    first = {p: "run-1" for p in RUN_PLACEHOLDERS}
+    second = {p: "run-2" for p in RUN_PLACEHOLDERS}
+    arguments = {"data_uri": "s3://data/manifest.csv", "k": 8}
+    keys = _cache_keys(spec, arguments, first)
+    assert len(keys) >= 10 and keys == _cache_keys(spec, arguments, second)
+    changed = _cache_keys(spec, arguments | {"k": 9}, first)
+    assert changed["settings"] != keys["settings"]
+    # every task gets the run id from the pipeline/runid label the KFP API server puts on each pod
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for executor in executors.values():
+        assert {"name": "XDC_RUN_ID", "fieldPath": "metadata.labels['pipeline/runid']"} in executor["fieldPathAsEnv"]
+
+
+def test_committed_pipelines_are_what_compile_writes_today(tmp_path):
+    """pipelines/*.yaml, the files a KFP UI user uploads, are exactly what `xdc pipeline packages`
+    writes from this code, and kfp's loader accepts each."""
+    r = xdc("pipeline", "packages", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    for name in PACKAGES:
+        committed = REPO / "pipelines" / name
+        assert committed.is_file(), f"{committed} is missing: run `xdc pipeline packages`"
+        assert committed.read_text() == (tmp_path / name).read_text(), \
+            f"{committed} is stale: run `xdc pipeline packages` and commit the result"
+        load_component_from_file(str(committed))
+    shipped = {p.name for p in (REPO / "pipelines").glob("*.yaml")}
+    assert shipped == set(PACKAGES), shipped
+
+
 @pytest.mark.integration  # kfp.local or an `xdc` subprocess
-def test_settings_component_merges_the_run_parameters(tmp_path, capfd):
-    """What every task reads: the settings with the run parameters in place, or a failure naming the setting."""
+def test_settings_component_resolves_the_run_parameters(tmp_path, capfd):
+    """What every task reads: the config with the run parameters in place (unset ones keep the
+    config's), or a failure naming the setting; a paper-scale budget on the sample data is refused."""
     _local(tmp_path)
     merge = build_components().settings
-    given = {"method": "sdc", "k": 2, "epochs": 3, "lr": 0.2, "batch_size": 4, "seed": 7}
-    merged = json.loads(merge(settings=json.dumps(TINY_SETTINGS), **given).output)
+    unset = {name: p.unset for name, p in RUN_PARAMETERS.items()}
+    common = {"config": json.dumps(TINY_SETTINGS), "overrides": "cluster.pca_dim=4", "iterations": 3,
+              "data_uri": "s3://data/manifest.csv"}
+    given = {"method": "sdc", "k": 2, "epochs": 3, "epoch_size": 40, "lr": 0.2, "batch_size": 4, "seed": 7}
+    merged = json.loads(merge(**common, **given).output)
     assert (merged["cluster"]["method"], merged["cluster"]["k"], merged["seed"]) == ("sdc", 2, 7)
     assert (merged["train"]["total_epochs"], merged["train"]["lr"], merged["train"]["batch_size"]) == (3, 0.2, 4)
+    assert (merged["train"]["epoch_size"], merged["cluster"]["pca_dim"], merged["cluster"]["iterations"]) == (40, 4, 3)
     assert merged["model"] == build_config(TINY_SETTINGS).model.model_dump()  # the rest as given
+    kept = json.loads(merge(**common, **unset).output)
+    assert kept["cluster"]["k"] == TINY_SETTINGS["cluster"]["k"] and kept["seed"] == build_config(TINY_SETTINGS).seed
+    paper = json.loads(merge(**(common | {"config": "paper", "overrides": ""}), **unset).output)
+    assert paper["train"]["epoch_size"] == 1_000_000 and paper["cluster"]["k"] == 256
     with pytest.raises(RuntimeError):
-        merge(settings=json.dumps(TINY_SETTINGS), **(given | {"k": 1}))
+        merge(**common, **(given | {"k": 1}))
     err = capfd.readouterr()
     assert "cluster.k: Input should be greater than or equal to 2 (got 1)" in err.out + err.err
+    with pytest.raises(RuntimeError):  # the defaults of a paper pipeline: no data_uri
+        merge(**(common | {"config": "paper", "overrides": "", "data_uri": ""}), **unset)
+    err = capfd.readouterr()
+    assert "would pretrain on the embedded sample data" in err.out + err.err
+    assert "Set data_uri to your manifest" in err.out + err.err and "config to cpu-demo" in err.out + err.err
 
 
 @pytest.mark.integration  # kfp.local or an `xdc` subprocess
@@ -259,7 +352,8 @@ def test_compile_command_writes_loadable_yaml_for_both_pipelines(tmp_path):
     names = {t["taskInfo"]["name"] for t in spec["root"]["dag"]["tasks"].values()}
     assert "iter 3: k-means" in names and "iter 4: k-means" not in names
     assert _tasks_by_display_name(spec)["decode-shards"]["iteratorPolicy"] == {"parallelismLimit": 5}
-    assert spec["root"]["inputDefinitions"]["parameters"]["k"]["defaultValue"] == 256  # the paper preset
+    assert spec["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"] == "paper"
+    assert spec["pipelineInfo"]["name"] == "xdc-pretrain-3it"
     r = xdc("pipeline", "compile", "--pipeline", "ucf101-eval", "--out", str(tmp_path / "e.yaml"))
     assert r.returncode == 0, r.stderr
     load_component_from_file(str(tmp_path / "e.yaml"))
@@ -332,6 +426,17 @@ def test_run_local_matches_xdc_run(tiny_sample, tiny_config_file, tmp_path):
     for m in ("video", "audio"):  # the paired difference from random init, with its interval
         assert metrics[f"{m}_probe_vs_random_delta"] == pytest.approx(expected["probe_vs_random"][m]["delta"])
         assert report["probe_vs_random"][m]["ci95"] == expected["probe_vs_random"][m]["ci95"]
+
+    # The same run again: every task comes from the cache (no run id among the inputs), and the
+    # command finds their outputs and prints the same results.
+    again = xdc("pipeline", "run-local", "--data", str(tiny_sample), "--config", str(tiny_config_file),
+                "--iterations", "2", "--k", "2", "--seed", "1", "--out", str(tmp_path / "kfp"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "kfp.local reused 15 finished tasks from its cache" in again.stdout, again.stdout[-3000:]
+    assert "Executing task" not in again.stdout, again.stdout[-3000:]
+    table = r.stdout.split("kfp.local run: ")[0].strip().splitlines()[-6:]
+    assert all(line in again.stdout for line in table), (table, again.stdout[-2000:])
+    assert all(f"{m} encoder: {uri}" in again.stdout for m, uri in final.items())
 
 
 def _local(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """``xdc pipeline``: compile the Kubeflow pipelines, run one through ``kfp.local``, or submit it.
 
-    xdc pipeline compile [--pipeline ucf101-eval] [--iterations N] [--config FILE|PRESET] --out xdc_pretrain.yaml
+    xdc pipeline compile [--pipeline xdc-smoke|ucf101-eval] [--iterations N] [--config FILE|PRESET] --out FILE.yaml
+    xdc pipeline packages [--out pipelines]
     xdc pipeline run-local [--data manifest.csv] --out runs/kfp [--iterations N] [run parameters]
     xdc pipeline submit --host URL [--experiment NAME] [--iterations N] [run parameters]
 
@@ -16,12 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from xdc_core.config import METHODS, RUN_PARAMETERS, Config
+from xdc_core import store
+from xdc_core.config import METHODS, Config, is_preset
 from xdc_core.errors import ConfigError
 from xdc_core.report import format_results
 from xdc_kfp import DEFAULT_IMAGE
 from xdc_kfp.placement import Placement
-from xdc_kfp.run_parameters import SCALE_PARAMETERS
+from xdc_kfp.run_parameters import RUN_PARAMETERS, SCALE_PARAMETERS
 
 from .settings import add_settings_args, load_settings
 
@@ -34,14 +36,25 @@ def add_pipeline_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     commands = parser.add_subparsers(dest="pipeline_command", metavar="COMMAND", required=True)
 
     p = _command(commands, "compile", cmd_compile, "write a pipeline's YAML, the file a user uploads in the KFP UI")
-    p.add_argument("--pipeline", choices=["xdc-pretrain", "ucf101-eval"], default="xdc-pretrain")
-    p.add_argument("--out", type=Path, required=True, help="output YAML, e.g. xdc_pretrain.yaml")
+    p.add_argument("--pipeline", choices=["xdc-pretrain", "xdc-smoke", "ucf101-eval"], default="xdc-pretrain",
+                   help="xdc-pretrain (default), xdc-smoke (one iteration; compile it with --config cpu-demo) "
+                        "or ucf101-eval")
+    p.add_argument("--out", type=Path, required=True, help="output YAML, e.g. xdc-pretrain-5it.yaml")
     _add_placement_args(p)
+
+    p = commands.add_parser("packages", help="write the compiled pipelines shipped in pipelines/",
+                            description="Write the compiled pipelines shipped in pipelines/ (the files a KFP UI "
+                                        "user uploads), as this code compiles them.")
+    p.add_argument("--out", type=Path, default=Path("pipelines"), help="folder (default pipelines)")
+    p.set_defaults(func=cmd_packages)
 
     p = _command(commands, "run-local", cmd_run_local, "run the pretraining pipeline through kfp.local on this machine",
                  on_cluster=False)
     p.add_argument("--data", help="manifest CSV, a path or s3:// URI (default: the embedded sample data)")
     p.add_argument("--out", type=Path, required=True, help="folder for the pipeline root and the task cache")
+    p.add_argument("--image", help="run each task in a container of this image (kfp.local's DockerRunner, as on a "
+                                   "cluster; needs Docker), e.g. to try an image before pushing it; default: in "
+                                   "this Python environment")
     _add_run_args(p)
 
     p = _command(commands, "submit", cmd_submit,
@@ -73,12 +86,9 @@ def _command(
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run parameters (the pipeline's arguments; default: the settings')")
-    g.add_argument("--method", choices=METHODS, help="cluster.method")
-    g.add_argument("--k", type=int, help="cluster.k")
-    g.add_argument("--epochs", type=int, help="training epochs per iteration (train.total_epochs)")
-    g.add_argument("--lr", type=float, help="base learning rate (train.lr)")
-    g.add_argument("--batch-size", dest="batch_size", type=int, help="train.batch_size")
-    g.add_argument("--seed", type=int, help="seed")
+    for name, param in RUN_PARAMETERS.items():
+        g.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(param.unset),
+                       **({"choices": METHODS} if name == "method" else {}), help=f"{param.help} ({param.setting})")
     g.add_argument("--no-eval", action="store_true", help="pretrain only (data without labelled splits)")
     g = p.add_argument_group("scale-out parameters (the pipeline's arguments: more machines for one run)")
     for name, what in SCALE_PARAMETERS.items():
@@ -92,6 +102,14 @@ def _add_placement_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gpu-node-label", default=gpu_label, metavar="KEY=VALUE",
                    help=f"node selector of the GPU pool (default {gpu_label})")
     g.add_argument("--cpu-node-label", metavar="KEY=VALUE", help="node selector for decode (default: any node)")
+    g.add_argument("--decode-cpu", metavar="CORES",
+                   help="CPU request of a decode task (default: the settings' decode.workers)")
+    g.add_argument("--gpu-cpu", metavar="CORES",
+                   help="CPU request of a GPU task (default: its settings' most DataLoader workers + 1)")
+    g.add_argument("--cpu-memory", default=Placement.cpu_memory, metavar="QUANTITY",
+                   help=f"memory request of a decode task (default {Placement.cpu_memory})")
+    g.add_argument("--gpu-memory", default=Placement.gpu_memory, metavar="QUANTITY",
+                   help=f"memory request of a GPU task (default {Placement.gpu_memory}, for the paper's clips)")
     g.add_argument("--decode-parallelism", type=int, default=Placement.decode_parallelism, metavar="N",
                    help="at most this many decode shards run at once; 0: no limit; fixed when the pipeline is "
                         f"compiled (default {Placement.decode_parallelism})")
@@ -133,6 +151,7 @@ def _placement(args: argparse.Namespace) -> Placement:
     if args.decode_parallelism < 0:
         raise ConfigError(f"--decode-parallelism must be 0 (no limit) or more (got {args.decode_parallelism})")
     return Placement(
+        cpu_cpu=args.decode_cpu, gpu_cpu=args.gpu_cpu, cpu_memory=args.cpu_memory, gpu_memory=args.gpu_memory,
         decode_parallelism=args.decode_parallelism,
         gpu_node_label=_label(args.gpu_node_label, "--gpu-node-label"),
         cpu_node_label=_label(args.cpu_node_label, "--cpu-node-label") if args.cpu_node_label else None,
@@ -146,15 +165,35 @@ def _placement(args: argparse.Namespace) -> Placement:
 # -- the commands ------------------------------------------------------------------------------------------
 
 
+def _config_reference(args: argparse.Namespace) -> str | None:
+    """What the compiled pipeline's ``config`` parameter names: the preset or object-store URI given
+    (or the default preset), so that the run form shows a name; None (the settings themselves,
+    inlined) for a local file or with ``--set``, which a cluster cannot read."""
+    if args.set:
+        return None
+    given = args.config or "paper"
+    return given if is_preset(given) or store.is_remote(given) else None
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     """``xdc pipeline compile``: write the pipeline's YAML."""
     from xdc_kfp.runner import compile_pipeline
 
     cfg, _ = load_settings(args, gpu=True)
-    iterations = _iterations(args, cfg)
-    out = compile_pipeline(args.pipeline, cfg, iterations, args.out, args.image, _placement(args))
-    what = f"{iterations} iterations, " if args.pipeline == "xdc-pretrain" else ""
+    iterations = 1 if args.pipeline == "xdc-smoke" else _iterations(args, cfg)
+    out = compile_pipeline(args.pipeline, cfg, iterations, args.out, args.image, _placement(args),
+                           _config_reference(args))
+    what = f"{iterations} iterations, " if args.pipeline != "ucf101-eval" else ""
     print(f"wrote {out} ({args.pipeline}, {what}image {args.image}); upload it in the KFP UI (Pipelines → Upload)")
+    return 0
+
+
+def cmd_packages(args: argparse.Namespace) -> int:
+    """``xdc pipeline packages``: write the compiled pipelines shipped in pipelines/."""
+    from xdc_kfp.runner import write_packages
+
+    for path in write_packages(args.out, DEFAULT_IMAGE, Placement()):
+        print(f"wrote {path}")
     return 0
 
 
@@ -168,10 +207,11 @@ def cmd_run_local(args: argparse.Namespace) -> int:
     if args.data is None:
         print("no --data: the decode task writes and decodes the embedded sample dataset", flush=True)
     started = time.perf_counter()
-    found = run_local(args.data, args.out, cfg, iterations, arguments)
+    found = run_local(args.data, args.out, cfg, iterations, arguments, image=args.image)
     if found["results"]:
         print(format_results({"method": arguments.get("method", cfg.cluster.method), **found["results"]}))
-    print(f"kfp.local run: {found['run_dir']} ({time.perf_counter() - started:.0f} s)")
+    print(f"kfp.local run: {found['run_dir'] or 'every task reused from the cache'} "
+          f"({time.perf_counter() - started:.0f} s)")
     print(f"  decoded dataset: {found['decoded']}")
     for m, uri in sorted(found["encoders"].items()):
         print(f"  {m} encoder: {uri}")
@@ -190,6 +230,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.data_uri:
         arguments["data_uri"] = args.data_uri
     run_id = submit(args.host, cfg, iterations, arguments, args.image, _placement(args), args.run_name,
-                    args.experiment)
+                    args.experiment, _config_reference(args))
     print(f"submitted run {run_id} to {args.host} (experiment {args.experiment})")
     return 0

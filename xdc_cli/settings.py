@@ -15,10 +15,8 @@ from typing import Any
 import yaml
 
 from xdc_core import store
-from xdc_core.config import Config, load_config, parse_config
+from xdc_core.config import PRESETS, Config, load_config, parse_config, preset_path
 from xdc_core.errors import ConfigError
-
-PRESETS = Path(__file__).resolve().parents[1] / "xdc_core" / "presets"  # package data of xdc_core
 
 
 def add_settings_args(p: argparse.ArgumentParser) -> None:
@@ -40,14 +38,6 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
             raise ConfigError(f"--set expects KEY=VALUE, e.g. data.fps=15 (got {item!r})")
         overrides[key.strip()] = yaml.safe_load(value)
     return overrides
-
-
-def preset_path(name: str) -> Path:
-    path = PRESETS / f"{name}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
-        raise ConfigError(f"--config {name!r} is neither a file nor a preset ({known})")
-    return path
 
 
 def config_path(given: str | None, gpu: bool) -> Path:

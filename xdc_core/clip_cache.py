@@ -103,10 +103,3 @@ def load_or_build(source: ClipDataset, kind: str, workers: int = 2) -> dict[str,
             tmp[m].flush()
             Path(tmp[m].filename).replace(paths[m])  # atomic: a killed build leaves no partial cache
     return {m: np.load(p, mmap_mode="r") for m, p in paths.items()}
-
-
-def random_crop(square: np.ndarray, size: int, rng: np.random.Generator) -> torch.Tensor:
-    """A random ``size`` x ``size`` crop of a cached clip ``[3, L, S, S]`` (the uncached path's crop)."""
-    s = square.shape[-1]
-    y0, x0 = (int(v) for v in rng.integers(0, s - size + 1, 2))
-    return torch.from_numpy(np.array(square[..., y0 : y0 + size, x0 : x0 + size]))  # a copy: the cache is read-only

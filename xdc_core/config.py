@@ -320,13 +320,28 @@ def parse_config(text: str, overrides: dict[str, Any] | None = None, source: str
     return _with_overrides(_parse_yaml(text, source), overrides, source)
 
 
-# The settings a pipeline exposes as run parameters (name → dotted setting), shared by the
-# Kubeflow pipeline and its CLI so the two cannot drift apart.
-RUN_PARAMETERS: dict[str, str] = {
-    "method": "cluster.method",
-    "k": "cluster.k",
-    "epochs": "train.total_epochs",
-    "lr": "train.lr",
-    "batch_size": "train.batch_size",
-    "seed": "seed",
-}
+def setting_value(cfg: Config, dotted: str) -> Any:
+    """The value of a dotted setting, e.g. ``setting_value(cfg, "cluster.k")``."""
+    node: Any = cfg
+    for key in dotted.split("."):
+        node = getattr(node, key)
+    return node
+
+
+PRESETS = Path(__file__).resolve().parent / "presets"  # package data: paper.yaml, cpu-demo.yaml
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    """The file of the preset ``name`` (``paper``, ``cpu-demo``), or :class:`ConfigError` listing them."""
+    path = PRESETS / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{name!r} is neither a file nor a preset ({', '.join(preset_names())})")
+    return path
+
+
+def is_preset(name: str) -> bool:
+    return name in preset_names()

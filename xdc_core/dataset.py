@@ -169,8 +169,6 @@ class ClipDataset(Dataset[dict[str, Any]]):
                 return item | {m: item[m][0] for m in self.modalities}
             starts = uniform_clip_starts(self.entries[i].duration, self.data.clip_seconds, self.clips)
             return self.read(i, starts, "center", None)
-        from .clip_cache import random_crop
-
         row = self._rows[i]
         item = {"index": self.entries[i].index, "label": self._label(self.entries[i])}
         if self.mode == "eval":
@@ -181,3 +179,10 @@ class ClipDataset(Dataset[dict[str, Any]]):
         if "audio" in self.modalities:
             item["audio"] = torch.from_numpy(np.array(cache["audio"][row, c]))
         return item
+
+
+def random_crop(square: np.ndarray, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """A random ``size`` x ``size`` crop of a cached clip ``[3, L, S, S]`` (what the uncached path's crop does)."""
+    s = square.shape[-1]
+    y0, x0 = (int(v) for v in rng.integers(0, s - size + 1, 2))
+    return torch.from_numpy(np.array(square[..., y0 : y0 + size, x0 : x0 + size]))  # a copy: the cache is read-only

@@ -7,5 +7,5 @@ defaults in its help without the pipelines extra; everything else does.
 
 from xdc_core import __version__
 
-# The GPU image built from dockerfiles/Dockerfile.gpu (see dockerfiles/README.md); the tag follows the version.
+# The GPU image built from docker/Dockerfile.gpu (see docker/README.md); the tag follows the version.
 DEFAULT_IMAGE = f"ghcr.io/xdc-project/xdc:{__version__}-gpu"

@@ -11,7 +11,6 @@ def merge_decoded(
     decoded: Output[Dataset],
     decode_summary: Output[Metrics],
     check_pretraining: bool = True,
-    run_id: str = "",
 ):
     """Merge the ``decode`` tasks' shards of the manifest at ``data_uri`` into the dataset the
     unsharded decode writes (videos in manifest order, one quarantine, one summary), then check
@@ -23,14 +22,14 @@ def merge_decoded(
     from xdc_core.decode_shards import merge_step, shared_sample_manifest
     from xdc_core.metrics import exported
     from xdc_core.steps import named_inputs
+    from xdc_kfp.artifacts import log_metrics
 
     cfg = parse_config(settings)
     dirs = [Path(s.path) for s in shards]
-    with exported("merge-decoded", run_id or None), \
+    with exported("merge-decoded"), \
             named_inputs("merge_decoded", {"data_uri": data_uri} | {f"shards[{i}]": str(d) for i, d in enumerate(dirs)}):
         summary = merge_step(dirs, data_uri or shared_sample_manifest(), Path(decoded.path), cfg,
                              evaluate=run_evaluation, pretrain=check_pretraining)
     decoded.metadata.update({"videos": summary["accepted"], "quarantined": summary["quarantined"], "source": data_uri,
                              "shards": len(dirs)})
-    for key in ("accepted", "quarantined", "accepted_duration_s"):
-        decode_summary.log_metric(key, float(summary[key]))
+    log_metrics(decode_summary, {key: summary[key] for key in ("accepted", "quarantined", "accepted_duration_s")})

@@ -21,7 +21,7 @@ from kfp.dsl.base_component import BaseComponent
 from xdc_kfp.components import Components
 from xdc_kfp.placement import Placement
 
-from .placement import anywhere, on_cpu, with_object_store
+from .scheduling import anywhere, on_cpu, with_object_store
 
 
 def build_decode_pipeline(c: Components, place: Placement) -> BaseComponent:
@@ -34,13 +34,12 @@ def build_decode_pipeline(c: Components, place: Placement) -> BaseComponent:
                check_pretraining: bool = True) -> dsl.Dataset:
         common = {"data_uri": data_uri, "settings": settings, "run_evaluation": run_evaluation,
                   "check_pretraining": check_pretraining}
-        run = dsl.PIPELINE_JOB_ID_PLACEHOLDER  # the grouping key of the metrics every task pushes
         plan = c.plan_shards(shards=shards, **common)
         anywhere(with_object_store(plan, place), place).set_display_name("plan decode shards")
         with dsl.ParallelFor(plan.output, parallelism=place.decode_parallelism, name="decode-shards") as shard:
-            one = c.decode(shard=shard, shards=shards, run_id=run, **common)
+            one = c.decode(shard=shard, shards=shards, **common)
             on_cpu(with_object_store(one, place), place).set_display_name("decode shard")
-        merge = c.merge_decoded(shards=dsl.Collected(one.outputs["decoded"]), run_id=run, **common)
+        merge = c.merge_decoded(shards=dsl.Collected(one.outputs["decoded"]), **common)
         on_cpu(with_object_store(merge, place), place, cpu=place.merge_cpu).set_display_name("merge decoded")
         return merge.outputs["decoded"]
 

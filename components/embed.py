@@ -12,11 +12,9 @@ def embed(
     settings: str,
     features: Output[Dataset],
     encoder: Optional[Input[Model]] = None,  # noqa: UP045 (kfp reads Optional, not X | None)
-    run_id: str = "",
 ):
     """Features of the ``modality`` encoder (``encoder``; none: the random init of the settings'
     ``seed``) for every pretraining video of ``decoded``, as .npz (features, index, labels).
-    ``run_id`` (the pipeline's run id) groups the metrics the task pushes to ``$XDC_PUSHGATEWAY``.
     """
     from pathlib import Path
 
@@ -26,7 +24,7 @@ def embed(
 
     cfg = parse_config(settings)
     inputs = {"decoded": decoded.path, "encoder": encoder.path if encoder else None}
-    with exported(f"embed-{modality}-{iteration}", run_id or None), \
+    with exported(f"embed-{modality}-{iteration}"), \
             named_inputs(f"embed ({modality}, iteration {iteration})", inputs):
         embed_step(Path(decoded.path), modality, cfg, Path(encoder.path) if encoder else None, Path(features.path),
                    progress=False)

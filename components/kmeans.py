@@ -15,7 +15,6 @@ def kmeans(
     cluster_metrics: Output[Metrics],
     gallery: Output[HTML],
     previous_clusters: Optional[Input[Artifact]] = None,  # noqa: UP045 (kfp reads Optional, not X | None)
-    run_id: str = "",
 ):
     """k-means (faiss) into ``cluster.k`` clusters of the feature sets ``cluster.method`` clusters
     (SDC/MDC/XDC: each modality; CDC: both joined). ``clusters`` (.npz) holds one assignment array
@@ -23,13 +22,13 @@ def kmeans(
     go to its metadata and to ``cluster_metrics``, so they show in the KFP UI, and so does
     ``gallery``, a page of each cluster's typical videos (thumbnails from ``decoded``). The
     metadata's ``history`` accumulates every iteration's statistics so far, for the learning
-    curves the evaluate component draws.
-    ``run_id`` (the pipeline's run id) groups the metrics the task pushes to ``$XDC_PUSHGATEWAY``."""
+    curves the evaluate component draws."""
     from pathlib import Path
 
     from xdc_core.config import parse_config
     from xdc_core.metrics import exported
     from xdc_core.steps import kmeans_step, named_inputs
+    from xdc_kfp.artifacts import log_metrics
 
     cfg = parse_config(settings)
     inputs = {
@@ -38,7 +37,7 @@ def kmeans(
         "decoded": decoded.path,
         "previous_clusters": previous_clusters.path if previous_clusters else None,
     }
-    with exported(f"kmeans-{iteration}", run_id or None), named_inputs(f"kmeans (iteration {iteration})", inputs):
+    with exported(f"kmeans-{iteration}"), named_inputs(f"kmeans (iteration {iteration})", inputs):
         stats = kmeans_step(
             {"video": Path(video_features.path), "audio": Path(audio_features.path)}, cfg, iteration,
             Path(clusters.path), Path(previous_clusters.path) if previous_clusters else None,
@@ -48,7 +47,5 @@ def kmeans(
     clusters.metadata.update({"method": cfg.cluster.method, "k": cfg.cluster.k, "iteration": iteration,
                               "stats": stats, "history": [*history, {"iteration": iteration, "clusters": stats}]})
     gallery.metadata.update({"iteration": iteration, "method": cfg.cluster.method, "k": cfg.cluster.k})
-    for name, values in stats.items():
-        for key, value in values.items():
-            if isinstance(value, (int, float)) and key != "k":
-                cluster_metrics.log_metric(f"{name}_{key}", float(value))
+    log_metrics(cluster_metrics, {f"{name}_{key}": value for name, values in stats.items()
+                                  for key, value in values.items() if isinstance(value, (int, float)) and key != "k"})

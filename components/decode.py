@@ -10,7 +10,6 @@ def decode(
     decoded: Output[Dataset],
     decode_summary: Output[Metrics],
     check_pretraining: bool = True,
-    run_id: str = "",
     shard: int = 0,
     shards: int = 1,
 ):
@@ -25,7 +24,6 @@ def decode(
     merged dataset after. Unreadable videos are quarantined with their reason (``quarantine.csv``
     in the dataset), never fatal.
 
-    ``run_id`` (the pipeline's run id) groups the metrics the task pushes to ``$XDC_PUSHGATEWAY``.
     """
     from pathlib import Path
 
@@ -33,10 +31,11 @@ def decode(
     from xdc_core.decode_shards import decode_shard, shared_sample_manifest
     from xdc_core.metrics import exported
     from xdc_core.steps import decode_step, named_inputs
+    from xdc_kfp.artifacts import log_metrics
 
     cfg = parse_config(settings)
     task = "decode" if shards == 1 else f"decode-{shard}"  # one Pushgateway group per shard
-    with exported(task, run_id or None), named_inputs("decode", {"data_uri": data_uri}):
+    with exported(task), named_inputs("decode", {"data_uri": data_uri}):
         # a path or an s3:// / minio:// URI (credentials from the environment: a Kubernetes secret)
         manifest = data_uri or shared_sample_manifest()
         if shards == 1:
@@ -46,5 +45,4 @@ def decode(
             summary = decode_shard(manifest, shard, shards, Path(decoded.path), cfg, progress=False)
     decoded.metadata.update({"videos": summary["accepted"], "quarantined": summary["quarantined"], "source": data_uri,
                              "shard": shard, "shards": shards})
-    for key in ("accepted", "quarantined", "accepted_duration_s"):
-        decode_summary.log_metric(key, float(summary[key]))
+    log_metrics(decode_summary, {key: summary[key] for key in ("accepted", "quarantined", "accepted_duration_s")})

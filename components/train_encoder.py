@@ -13,7 +13,6 @@ def train_encoder(
     settings: str,
     encoder: Output[Model],
     previous_encoder: Optional[Input[Model]] = None,  # noqa: UP045 (kfp reads Optional, not X | None)
-    run_id: str = "",
     gpus: int = 1,
     nodes: int = 1,
     image: str = "",
@@ -31,7 +30,6 @@ def train_encoder(
     ``train.batch_size`` is per GPU; ``train.lr_scaling`` says how the lr follows the global batch.
     Resumable checkpoints go next to the output (``<encoder uri>.work/checkpoints``, every
     ``train.checkpoint_minutes``): a retried or preempted task continues from the last one.
-    ``run_id`` (the pipeline's run id) groups the metrics the task pushes to ``$XDC_PUSHGATEWAY``.
     """
     import json
     from pathlib import Path
@@ -39,6 +37,7 @@ def train_encoder(
     from xdc_core import distributed, store
     from xdc_core.config import parse_config
     from xdc_core.errors import ConfigError
+    from xdc_core import metrics
     from xdc_core.metrics import exported
     from xdc_core.steps import named_inputs, train_step
 
@@ -49,7 +48,7 @@ def train_encoder(
     step = f"train-{modality}-{iteration}"
     inputs = {"decoded": decoded.path, "clusters": clusters.path,
               "previous_encoder": previous_encoder.path if previous_encoder else None}
-    with exported(step, run_id or None), named_inputs(f"train-encoder ({modality}, iteration {iteration})", inputs):
+    with exported(step), named_inputs(f"train-encoder ({modality}, iteration {iteration})", inputs):
         if nodes > 1:
             from xdc_kfp.placement import Placement
             from xdc_kfp.training_job import train_with_pytorchjob
@@ -59,7 +58,7 @@ def train_encoder(
                     "--clusters", clusters.uri, "--out", f"{work}/encoder.pt", "--stats", f"{work}/train.json",
                     "--checkpoints", f"{work}/checkpoints"]
             args += ["--encoder", previous_encoder.uri] if previous_encoder else []
-            train_with_pytorchjob(run_id=run_id, step=step, image=image, placement=place, nodes=nodes,
+            train_with_pytorchjob(run_id=metrics.run_id(), step=step, image=image, placement=place, nodes=nodes,
                                   gpus_per_node=gpus, settings=settings, work_uri=work, step_args=args,
                                   timeout_s=job_timeout_h * 3600)
             store.download_file(f"{work}/encoder.pt", encoder.path)
@@ -74,5 +73,5 @@ def train_encoder(
         "best_epoch": result["best_epoch"], "stop_reason": result["stop_reason"],
         "resumed_from_epoch": result["resumed_from"], "gpus": gpus * nodes,
         "train_loss": result["train_loss"], "val_loss": result["val_loss"],
-        "framework": "pytorch", "architecture": "r2plus1d_18" if modality == "video" else "resnet18 (1-channel)",
+        "framework": "pytorch", "architecture": cfg.model.video_arch if modality == "video" else "resnet18 (1-channel)",
     })
