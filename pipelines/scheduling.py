@@ -20,6 +20,7 @@ RUN_ID_LABEL = "pipeline/runid"  # set by the KFP API server on every pod of a r
 def on_gpu(task: PipelineTask, p: Placement, gpus: int | PipelineChannel | None = None) -> PipelineTask:
     """GPUs on the GPU pool (``gpus``, e.g. a run parameter; None: ``p.gpus_per_task``), CPU and
     memory for the loaders, and an in-memory /dev/shm. ``p`` must be resolved (Placement.resolved)."""
+    _check_resolved(p)
     task.set_accelerator_type(p.accelerator).set_accelerator_limit(p.gpus_per_task if gpus is None else gpus)
     task.set_cpu_request(p.gpu_cpu).set_memory_request(p.gpu_memory)
     kubernetes.add_node_selector(task, label_key=p.gpu_node_label[0], label_value=p.gpu_node_label[1])
@@ -30,10 +31,16 @@ def on_gpu(task: PipelineTask, p: Placement, gpus: int | PipelineChannel | None 
 
 def on_cpu(task: PipelineTask, p: Placement, cpu: str | None = None) -> PipelineTask:
     """CPU nodes only: no accelerator, no GPU toleration; ``cpu`` cores (None: ``p.cpu_cpu``)."""
+    _check_resolved(p)
     task.set_cpu_request(p.cpu_cpu if cpu is None else cpu).set_memory_request(p.cpu_memory)
     if p.cpu_node_label is not None:
         kubernetes.add_node_selector(task, label_key=p.cpu_node_label[0], label_value=p.cpu_node_label[1])
     return anywhere(task, p)
+
+
+def _check_resolved(p: Placement) -> None:
+    if p.cpu_cpu is None or p.gpu_cpu is None:
+        raise ValueError("the placement's CPU requests are open: apply Placement.resolved(settings) first")
 
 
 def anywhere(task: PipelineTask, p: Placement) -> PipelineTask:

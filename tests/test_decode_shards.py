@@ -180,14 +180,14 @@ def test_sharded_decode_through_kfp_local_equals_the_unsharded_decode(mixed_mani
     """The pipelines' own fan-out (plan → ParallelFor of decode tasks → merge) with 3 shards and
     with 1 gives the unsharded decode's dataset."""
     c = build_components()
-    decode = build_decode_pipeline(c, Placement(retries=0))  # a failure fails at once
+    decode = build_decode_pipeline(c, Placement(retries=0).resolved(build_config(TINY_SETTINGS)))  # fails at once
 
     @dsl.pipeline(name="shards")
     def sharded(data_uri: str, decode_shards: int) -> None:
         # the settings from a task, as in the real pipelines (kfp.local mishandles task outputs
         # read inside a loop: pipelines/decode_fanout.py)
-        given = {"method": "xdc", "k": 3, "epochs": 2, "lr": 0.05, "batch_size": 8, "seed": 0}
-        settings = c.settings(settings=json.dumps(TINY_SETTINGS), **given)
+        given = {"method": "xdc", "k": 3, "epochs": 2, "epoch_size": 0, "lr": 0.05, "batch_size": 8, "seed": 0}
+        settings = c.settings(config=json.dumps(TINY_SETTINGS), overrides="", data_uri=data_uri, **given)
         decode(data_uri=data_uri, settings=settings.output, run_evaluation=True, shards=decode_shards)
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))

@@ -25,9 +25,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from xdc_core.config import load_config, preset_path
 from xdc_core.errors import ConfigError, RunError
 from xdc_kfp import training_job as tj
 from xdc_kfp.placement import Placement
+
+# the CPU requests as a pipeline resolves them from its settings
+PLACEMENT = Placement().resolved(load_config(preset_path("paper")))
 
 REPO = Path(__file__).resolve().parents[1]
 CRD = REPO / "manifests" / "tests" / "crds" / "kubeflow.org_pytorchjobs.yaml"
@@ -111,7 +115,7 @@ def _validate(job: dict) -> None:
 def _render(nodes: int = 2, gpus: int = 1, placement: Placement | None = None, **kw) -> dict:
     return tj.pytorchjob_manifest(tj.job_name(RUN_ID, "train-video-2"), IMAGE, nodes, gpus,
                                   tj.torchrun_command(gpus, ["step", "train", "--out", "s3://runs/r/encoder"]),
-                                  placement or Placement(), **kw)
+                                  placement or PLACEMENT, **kw)
 
 
 def _pod(job: dict, rtype: str) -> dict:
@@ -182,7 +186,7 @@ def test_the_checks_can_fail():
 
 def test_pods_run_like_the_pipelines_gpu_tasks():
     job = _render(4, 8)
-    p = Placement()
+    p = PLACEMENT
     for rtype in tj.REPLICAS:
         pod = _pod(job, rtype)
         assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
@@ -306,14 +310,14 @@ def test_a_broken_template_is_named(monkeypatch):
 ])
 def test_invalid_arguments_are_named(change, message):
     args = {"name": "xdc-train-video-2-0123456789", "image": IMAGE, "nodes": 2, "gpus_per_node": 8,
-            "command": tj.torchrun_command(8, ["step", "train"]), "placement": Placement()} | change
+            "command": tj.torchrun_command(8, ["step", "train"]), "placement": PLACEMENT} | change
     with pytest.raises(ConfigError, match=re.escape(message)):
         tj.pytorchjob_manifest(**args)
 
 
 def test_all_bad_arguments_are_named_at_once():
     with pytest.raises(ConfigError) as err:
-        tj.pytorchjob_manifest("BAD", IMAGE, 1, 0, ["x"], Placement())
+        tj.pytorchjob_manifest("BAD", IMAGE, 1, 0, ["x"], PLACEMENT)
     assert all(s in str(err.value) for s in ("name 'BAD'", "nodes must", "gpus_per_node must"))
 
 

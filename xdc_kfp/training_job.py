@@ -133,6 +133,8 @@ def pytorchjob_manifest(name: str, image: str, nodes: int, gpus_per_node: int, c
 
     Raises :class:`~xdc_core.errors.ConfigError` naming each argument out of range.
     """
+    if placement.gpu_cpu is None:
+        raise ValueError("the placement's CPU requests are open: apply Placement.resolved(settings) first")
     errors = []
     if not isinstance(name, str) or not _DNS1035.fullmatch(name) or len(name) > MAX_NAME:
         errors.append(f"name {name!r} is not a DNS-1035 label (a-z, 0-9 and '-', starting with a letter, "
