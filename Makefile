@@ -1,11 +1,17 @@
 # The two commands a newcomer needs (see README): `make demo` and `make test`.
 # Each creates the virtual environment itself on first use.
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# The first interpreter found that pyproject.toml allows (>=3.11,<3.14), tried in this order; a
+# name that exists but does not run (a pyenv shim of an uninstalled version) is skipped.
+PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do \
+	$$p -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 14))' 2>/dev/null && { echo $$p; break; }; done)
+ifeq ($(PYTHON),)
+$(error no Python 3.11, 3.12 or 3.13 found: install one, or give PYTHON=/path/to/python3)
+endif
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-tools bench bench-decode install clean
+.PHONY: demo test test-tools bench bench-decode install clean images
 
 install: $(STAMP)
 
@@ -37,6 +43,12 @@ bench: $(STAMP)
 
 bench-decode: $(STAMP)
 	$(BIN)/python bench/decode_bench.py --out bench/results/decode.json
+
+# The component images xdc:<version>-cpu and xdc:<version>-gpu (docker/README.md), with buildah or
+# docker. One flavour: `make images FLAVOURS=cpu`; a registry's tags too: REGISTRY=ghcr.io/xdc-project
+# (PUSH=1 pushes them); BASE=debian builds on the local Debian base without trying Docker Hub.
+images:
+	bash docker/build.sh
 
 clean:
 	rm -rf runs bench/work

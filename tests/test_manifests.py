@@ -424,11 +424,13 @@ def _pytorchjob_and_pods() -> list[dict]:
     Pods the Training Operator makes of its replicas (<job>-<replica>-<i>; restartPolicy ExitCode
     becomes Never on the pod, the operator recreating it instead). checkov looks inside the Pods
     only: a PyTorchJob's templates are not a kind it knows."""
+    from xdc_core.config import load_config, preset_path
     from xdc_kfp.placement import Placement
     from xdc_kfp.training_job import job_name, pytorchjob_manifest, torchrun_command
 
     job = pytorchjob_manifest(job_name("checkov", "train-video-1"), "ghcr.io/xdc-project/xdc:0.1.0-gpu", 2, 8,
-                              torchrun_command(8, ["step", "train"]), Placement(s3_secret="xdc-s3"))
+                              torchrun_command(8, ["step", "train"]),
+                              Placement(s3_secret="xdc-s3").resolved(load_config(preset_path("paper"))))
     pods = []
     for rtype, spec in job["spec"]["pytorchReplicaSpecs"].items():
         for i in range(spec["replicas"]):

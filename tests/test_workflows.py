@@ -15,8 +15,8 @@ WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 ACTIONLINT = shutil.which("actionlint") or str(Path(sys.executable).parent / "actionlint")
 
 
-def test_both_workflows_exist():
-    assert [w.name for w in WORKFLOWS] == ["ci.yml", "regression.yml"]
+def test_the_three_workflows_exist():
+    assert [w.name for w in WORKFLOWS] == ["ci.yml", "images.yml", "regression.yml"]
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.name)

@@ -54,7 +54,8 @@ def add_pipeline_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--out", type=Path, required=True, help="folder for the pipeline root and the task cache")
     p.add_argument("--image", help="run each task in a container of this image (kfp.local's DockerRunner, as on a "
                                    "cluster; needs Docker), e.g. to try an image before pushing it; default: in "
-                                   "this Python environment")
+                                   "this Python environment. The containers see only the pipeline root under --out: keep the data "
+                                   "there (or in the object store), writable by the image's uid 10001")
     _add_run_args(p)
 
     p = _command(commands, "submit", cmd_submit,

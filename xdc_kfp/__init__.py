@@ -7,5 +7,6 @@ defaults in its help without the pipelines extra; everything else does.
 
 from xdc_core import __version__
 
-# The GPU image built from docker/Dockerfile.gpu (see docker/README.md); the tag follows the version.
+# The GPU image, docker/Dockerfile's default flavour, as .github/workflows/images.yml publishes it for
+# each version (docker/README.md).
 DEFAULT_IMAGE = f"ghcr.io/xdc-project/xdc:{__version__}-gpu"

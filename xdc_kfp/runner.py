@@ -151,19 +151,22 @@ def _run_locally(
 
     out = out.resolve()
     root = out / "pipeline_root"
+    # One run id for all its tasks (on a cluster they read it from their pod's label), outside
+    # their inputs, so that it never enters a task's cache key: subprocesses inherit it,
+    # containers get it from the runner.
+    previous_run_id = os.environ.get("XDC_RUN_ID")
+    run_id = previous_run_id or uuid.uuid4().hex[:12]
     local.init(
         # the components import xdc_core from this env, or from the image's
-        runner=local.DockerRunner() if in_image else local.SubprocessRunner(use_venv=False),
+        runner=local.DockerRunner(environment={"XDC_RUN_ID": run_id}) if in_image
+        else local.SubprocessRunner(use_venv=False),
         pipeline_root=str(root),
         raise_on_error=True,
         enable_caching=True,
         cache_root=str(out / "cache"),
     )
     before = set(root.glob("*")) if root.is_dir() else set()
-    # One run id for all its tasks (on a cluster they read it from their pod's label), outside
-    # their inputs, so that it never enters a task's cache key. The tasks inherit this environment.
-    previous_run_id = os.environ.get("XDC_RUN_ID")
-    os.environ["XDC_RUN_ID"] = previous_run_id or uuid.uuid4().hex[:12]
+    os.environ["XDC_RUN_ID"] = run_id
     hits = _CacheHits()
     logger, level = logging.getLogger(), logging.getLogger().level
     logger.addFilter(hits)
