@@ -17,6 +17,7 @@ Errors the user can fix (:class:`xdc_core.errors.XdcError`) exit with status 2 a
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ from .dvc_yaml import add_dvc_yaml_parser
 from .paths import local_input, local_output
 from .pipeline import add_pipeline_parser
 from .regress import add_regress_parser
-from .settings import add_settings_args, flag_overrides, load_settings
+from .settings import add_settings_args, flag_overrides, load_settings, positive_int
 from .step import add_step_parser
 
 # --run's shortcut flags and the settings they set
@@ -57,7 +58,7 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     from xdc_core.report import format_summary
-    from xdc_core.decode import decode_dataset
+    from xdc_core.decode import check_accepted, decode_dataset
 
     overrides = {"decode.workers": args.workers} if args.workers is not None else {}
     cfg, _ = load_settings(args, overrides=overrides)
@@ -66,6 +67,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         # before any work, the kmeans and evaluate steps on their inputs).
         summary = decode_dataset(args.manifest, out, cfg, progress=not args.quiet)
     print(format_summary(summary, args.out))
+    check_accepted(summary, args.out)  # after the summary and the quarantine list are out
     return 0
 
 
@@ -82,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         out, publish = mirror(args.out, log)
     metrics = run(args.data, out, cfg, evaluate=not args.no_eval, progress=not args.quiet, log=log, publish=publish,
-                  processes=args.nproc_per_node)
+                  processes=args.nproc_per_node, name=args.out)
     if "probe" in metrics:
         print(format_results(metrics))
     out = str(args.out).rstrip("/")
@@ -129,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, help="k-means clusters (cluster.k)")
     p.add_argument("--seed", type=int, help="seed of every random choice (seed)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: auto = cuda when present)")
-    p.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+    p.add_argument("--nproc-per-node", type=positive_int, default=1, metavar="N",
                    help="embed and train data-parallel in N processes, one per GPU of this machine (default 1); "
                    "train.batch_size is per process, train.lr_scaling says how the lr follows")
     p.add_argument("--no-eval", action="store_true", help="pretrain only (for data without labels)")
@@ -186,6 +188,30 @@ def _metrics_exported(args: argparse.Namespace) -> AbstractContextManager[None]:
     return exported("-".join(str(p) for p in parts if p is not None), port=getattr(args, "metrics_port", None))
 
 
+def user_fixable(err: OSError) -> str | None:
+    """What a filesystem error the user can fix (a full disk, a read-only or misnamed OUT) means and
+    what to do, in one sentence; None for any other error."""
+    where = f" {err.filename}" if err.filename else ""
+    fixes = {
+        errno.ENOSPC: f"no space left on the device to write{where}: free some space (rerunning resumes) or "
+                      "write elsewhere (--out)",
+        errno.EDQUOT: f"disk quota exceeded writing{where}: free some space (rerunning resumes) or write "
+                      "elsewhere (--out)",
+        errno.EFBIG: f"file too large for the filesystem or the file-size limit (ulimit -f) writing{where}: raise "
+                     "the limit or write elsewhere (--out)",
+        errno.EACCES: f"permission denied:{where}: choose a folder you can write (--out) or fix its permissions",
+        errno.EPERM: f"operation not permitted:{where}: choose a folder you can write (--out) or fix its "
+                     "permissions",
+        errno.EROFS: f"read-only filesystem:{where}: write elsewhere (--out)",
+        errno.ENOTDIR: f"{where.strip()}: a part of this path is a file, not a folder: choose another path",
+        errno.EEXIST: f"{where.strip()} exists and is a file, not a folder: choose another path",
+        errno.EISDIR: f"{where.strip()} is a folder, where a file is expected: choose another path",
+    }
+    if not where and err.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        return None if err.errno is None else f"{err.strerror}: choose another path"
+    return fixes.get(err.errno)  # type: ignore[arg-type]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``xdc``: 0 done, 2 unusable input, settings or storage, 130 interrupted."""
     args = build_parser().parse_args(argv)
@@ -195,6 +221,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args))
     except XdcError as err:
         print(f"xdc {name}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        reason = user_fixable(err)
+        if reason is None:
+            raise  # a bug: keep its traceback
+        print(f"xdc {name}: error: {reason}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"xdc {name}: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -19,6 +19,17 @@ from xdc_core.config import PRESETS, Config, load_config, parse_config, preset_p
 from xdc_core.errors import ConfigError
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (argparse exits 2 naming the option otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 def add_settings_args(p: argparse.ArgumentParser) -> None:
     """``--config`` and ``--set`` on a command's parser."""
     g = p.add_argument_group("settings")

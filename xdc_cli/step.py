@@ -27,7 +27,7 @@ from xdc_core.config import MODALITIES, Config
 from xdc_core.errors import ConfigError
 
 from .paths import local_input, local_output
-from .settings import add_settings_args, load_settings
+from .settings import add_settings_args, load_settings, positive_int
 
 
 @contextmanager
@@ -142,7 +142,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _data_parallel(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nproc-per-node", type=int, default=1, metavar="N",
+    p.add_argument("--nproc-per-node", type=positive_int, default=1, metavar="N",
                    help="data-parallel processes on this machine, one per GPU (default 1); train.batch_size is per "
                    "process and train.lr_scaling says how the lr follows. Several machines: run the step under "
                    "torchrun, as the Kubeflow PyTorchJob does (docs/kubeflow.md)")

@@ -11,12 +11,24 @@ value fails here, with a message naming the field and its allowed range, before 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+
+
+def _not_a_boolean(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic would take true as 1: `--set cluster.iterations=yes` ran one iteration
+        raise ValueError(f"expected a number, got the boolean {str(value).lower()} (YAML reads yes/no/on/off/"
+                         "true/false as booleans)")
+    return value
+
+
+# Numbers that a boolean is not (pydantic's lax mode would accept true as 1 and 1.0).
+Int = Annotated[int, BeforeValidator(_not_a_boolean)]
+Float = Annotated[float, BeforeValidator(_not_a_boolean)]
 
 
 class _Strict(BaseModel):
@@ -27,23 +39,23 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """How videos become training inputs (decode, dataset, readers)."""
 
-    clip_frames: int = Field(8, ge=1, le=128, description="frames per video clip (L)")
-    fps: float = Field(30.0, gt=0, le=120, description="frame rate clips are sampled at")
-    short_side: int = Field(256, ge=16, le=1080, description="frames are scaled so their short side is this")
-    crop_size: int = Field(224, ge=8, le=1080, description="square crop taken from the scaled frame")
-    audio_rate: int = Field(16000, ge=4000, le=48000, description="audio sample rate in Hz (mono)")
-    audio_seconds: float = Field(2.0, gt=0, le=30, description="audio window per clip, in seconds")
-    n_mels: int = Field(40, ge=8, le=256, description="mel bands of the log-mel spectrogram (Q)")
-    mel_frames: int = Field(100, ge=8, le=2000, description="time frames of the log-mel spectrogram (P)")
-    eval_clips: int = Field(10, ge=1, le=100, description="uniformly spaced clips per video at inference")
-    clip_cache: int = Field(
+    clip_frames: Int = Field(8, ge=1, le=128, description="frames per video clip (L)")
+    fps: Float = Field(30.0, gt=0, le=120, description="frame rate clips are sampled at")
+    short_side: Int = Field(256, ge=16, le=1080, description="frames are scaled so their short side is this")
+    crop_size: Int = Field(224, ge=8, le=1080, description="square crop taken from the scaled frame")
+    audio_rate: Int = Field(16000, ge=4000, le=48000, description="audio sample rate in Hz (mono)")
+    audio_seconds: Float = Field(2.0, gt=0, le=30, description="audio window per clip, in seconds")
+    n_mels: Int = Field(40, ge=8, le=256, description="mel bands of the log-mel spectrogram (Q)")
+    mel_frames: Int = Field(100, ge=8, le=2000, description="time frames of the log-mel spectrogram (P)")
+    eval_clips: Int = Field(10, ge=1, le=100, description="uniformly spaced clips per video at inference")
+    clip_cache: Int = Field(
         0,
         ge=0,
         le=64,
         description="random training clips per video decoded once and reused (0 = decode at every visit): "
         "CPU runs spend their time in SGD instead of FFmpeg; see xdc_core/clip_cache.py",
     )
-    min_duration_s: float | None = Field(
+    min_duration_s: Float | None = Field(
         None,
         ge=0,
         le=3600,
@@ -82,11 +94,11 @@ class DataConfig(_Strict):
 class DecodeConfig(_Strict):
     """How ``xdc decode`` writes the training-ready dataset."""
 
-    workers: int = Field(2, ge=1, le=256, description="parallel worker processes")
-    keyframe_interval: int = Field(
+    workers: Int = Field(2, ge=1, le=256, description="parallel worker processes")
+    keyframe_interval: Int = Field(
         16, ge=1, le=600, description="GOP of the re-encoded video: bounds the frames decoded per random seek"
     )
-    crf: int = Field(20, ge=0, le=51, description="x264 quality of the re-encoded video (lower is better)")
+    crf: Int = Field(20, ge=0, le=51, description="x264 quality of the re-encoded video (lower is better)")
 
 
 # The video encoders (xdc_core/models.py): torchvision's R(2+1)D-18, and the VMZ/Caffe2 one of the
@@ -103,16 +115,16 @@ class ModelConfig(_Strict):
         description="video encoder: r2plus1d_18 (torchvision's) | r2plus1d_18_vmz (the released XDC models' "
         "VMZ R(2+1)D-18, what `xdc checkpoint import` writes)",
     )
-    video_width: int = Field(64, ge=4, le=256, description="R(2+1)D-18 first-stage width")
-    audio_width: int = Field(64, ge=4, le=256, description="ResNet-18 first-stage width")
+    video_width: Int = Field(64, ge=4, le=256, description="R(2+1)D-18 first-stage width")
+    audio_width: Int = Field(64, ge=4, le=256, description="ResNet-18 first-stage width")
 
 
 class EmbedConfig(_Strict):
     """Features for clustering: deterministic clips of every video, averaged per video."""
 
-    clips: int = Field(1, ge=1, le=100, description="uniformly spaced clips per video (1 = the middle clip)")
-    batch_size: int = Field(32, ge=1, le=4096, description="videos per forward pass")
-    workers: int = Field(2, ge=0, le=64, description="DataLoader worker processes")
+    clips: Int = Field(1, ge=1, le=100, description="uniformly spaced clips per video (1 = the middle clip)")
+    batch_size: Int = Field(32, ge=1, le=4096, description="videos per forward pass")
+    workers: Int = Field(2, ge=0, le=64, description="DataLoader worker processes")
 
 
 # The deep-clustering methods of paper §3 (xdc_core/methods.py says what each one clusters).
@@ -125,10 +137,10 @@ class ClusterConfig(_Strict):
     """The deep-clustering loop (paper §3): what is clustered, into how many clusters, how often."""
 
     method: Method = Field("xdc", description="sdc | mdc | cdc | xdc (paper §3)")
-    k: int = Field(256, ge=2, le=100_000, description="k-means clusters (paper Table 2: 64..1024)")
-    iterations: int = Field(5, ge=1, le=100, description="clustering iterations (paper: 5-6 to converge)")
-    pca_dim: int = Field(0, ge=0, le=4096, description="PCA-whiten to this many dims before k-means; 0 = off")
-    niter: int = Field(20, ge=1, le=1000, description="k-means (Lloyd) iterations")
+    k: Int = Field(256, ge=2, le=100_000, description="k-means clusters (paper Table 2: 64..1024)")
+    iterations: Int = Field(5, ge=1, le=100, description="clustering iterations (paper: 5-6 to converge)")
+    pca_dim: Int = Field(0, ge=0, le=4096, description="PCA-whiten to this many dims before k-means; 0 = off")
+    niter: Int = Field(20, ge=1, le=1000, description="k-means (Lloyd) iterations")
 
 
 class Schedule(_Strict):
@@ -141,15 +153,15 @@ class Schedule(_Strict):
     cosine: a step decay by 0.01 leaves only the epochs before the first step to do the work.
     """
 
-    epoch_size: int = Field(1_000_000, ge=1, description="es: examples seen per epoch")
-    batch_size: int = Field(32, ge=1, le=4096, description="bs")
-    lr: float = Field(0.01, gt=0, le=10, description="base lr")
-    warmup_epochs: int = Field(10, ge=0, le=1000, description="we")
-    step_epochs: int = Field(10, ge=1, le=1000, description="se")
-    total_epochs: int = Field(30, ge=1, le=1000, description="te")
-    weight_decay: float = Field(1e-4, ge=0, le=1, description="wd")
-    gamma: float = Field(0.01, gt=0, le=1, description="lr decay factor")
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    epoch_size: Int = Field(1_000_000, ge=1, description="es: examples seen per epoch")
+    batch_size: Int = Field(32, ge=1, le=4096, description="bs")
+    lr: Float = Field(0.01, gt=0, le=10, description="base lr")
+    warmup_epochs: Int = Field(10, ge=0, le=1000, description="we")
+    step_epochs: Int = Field(10, ge=1, le=1000, description="se")
+    total_epochs: Int = Field(30, ge=1, le=1000, description="te")
+    weight_decay: Float = Field(1e-4, ge=0, le=1, description="wd")
+    gamma: Float = Field(0.01, gt=0, le=1, description="lr decay factor")
+    momentum: Float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     decay: Literal["step", "cosine"] = Field("step", description="lr decay after warmup: step (paper) | cosine")
 
     @model_validator(mode="after")
@@ -170,9 +182,9 @@ class TrainConfig(Schedule):
         "epoch; auto = only when the held-out slice has enough videos per pseudo-class for that loss to be "
         "trustworthy (xdc_core/train.py, EARLY_STOP_MIN_PER_CLASS)",
     )
-    patience: int = Field(3, ge=1, le=100, description="consecutive rising epochs that stop training")
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="held-out slice of the unlabelled videos")
-    workers: int = Field(2, ge=0, le=64, description="DataLoader worker processes")
+    patience: Int = Field(3, ge=1, le=100, description="consecutive rising epochs that stop training")
+    val_fraction: Float = Field(0.1, ge=0, lt=1, description="held-out slice of the unlabelled videos")
+    workers: Int = Field(2, ge=0, le=64, description="DataLoader worker processes")
     split: str | None = Field("train", description="manifest split used for pretraining (None: every video)")
     lr_scaling: Literal["linear", "none"] = Field(
         "linear",
@@ -182,7 +194,7 @@ class TrainConfig(Schedule):
     sync_bn: bool = Field(
         False, description="SyncBatchNorm across GPUs; false = per-GPU BatchNorm statistics, as the paper's Caffe2 setup"
     )
-    checkpoint_minutes: float = Field(
+    checkpoint_minutes: Float = Field(
         10.0, ge=0, le=24 * 60,
         description="write a resumable checkpoint at least this often (and after every epoch); 0 = after every step",
     )
@@ -196,7 +208,7 @@ class EvalConfig(_Strict):
     probe: Schedule = Schedule(
         epoch_size=106_000, batch_size=32, lr=0.01, warmup_epochs=2, step_epochs=2, total_epochs=8, weight_decay=0.005
     )
-    probe_lrs: list[float] = Field(
+    probe_lrs: list[Float] = Field(
         [0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.02, 0.04],
         min_length=1,
         description="base lrs cross-validated for fc-only (Table 12); chosen on a slice of the train split",
@@ -205,9 +217,9 @@ class EvalConfig(_Strict):
     finetune_schedule: Schedule = Schedule(
         epoch_size=106_000, batch_size=32, lr=0.004, warmup_epochs=2, step_epochs=2, total_epochs=8, weight_decay=0.005
     )
-    finetune_lrs: list[float] = Field([0.001, 0.002, 0.004, 0.006, 0.008, 0.01], min_length=1)
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="slice of the train split used to choose the lr")
-    workers: int = Field(2, ge=0, le=64)
+    finetune_lrs: list[Float] = Field([0.001, 0.002, 0.004, 0.006, 0.008, 0.01], min_length=1)
+    val_fraction: Float = Field(0.2, gt=0, lt=1, description="slice of the train split used to choose the lr")
+    workers: Int = Field(2, ge=0, le=64)
 
 
 class Config(_Strict):
@@ -220,7 +232,7 @@ class Config(_Strict):
     cluster: ClusterConfig = ClusterConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvalConfig = EvalConfig()
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of every random choice in a run")
+    seed: Int = Field(0, ge=0, le=2**31 - 1, description="seed of every random choice in a run")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available")
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -45,7 +46,7 @@ from tqdm import tqdm
 
 from . import store
 from .config import Config, DataConfig, DecodeConfig
-from .errors import XdcError
+from .errors import InputError, XdcError
 from .manifest import ManifestRow, read_manifest
 from .media.errors import (
     FileMissing,
@@ -53,6 +54,7 @@ from .media.errors import (
     TooShort,
     Truncated,
     UnexpectedError,
+    Unreadable,
     WorkerCrashed,
 )
 from .media.file import MediaFile, scaled_size
@@ -228,6 +230,7 @@ def decode_video(src: str, video_out: Path, audio_out: Path, data: DataConfig, d
 
 
 def _fingerprint(path: str) -> list[int | str] | None:
+    """(size, version) of a source, None when it is missing; raises for a URI the store refuses."""
     if store.is_remote(path):
         found = store.stat(path)
         return None if found is None else [found[0], found[1]]
@@ -257,13 +260,21 @@ def _local_copy(source: str) -> Iterator[str]:
 def _decode_task(resolved: str, out_dir: str, data: DataConfig, dec: DecodeConfig) -> dict[str, Any]:
     """Worker entry point: never raises for a bad video, returns a journal record instead."""
     vid = video_id(resolved)
-    record: dict[str, Any] = {"resolved": resolved, "id": vid, "fingerprint": _fingerprint(resolved)}
-    try:
+    record: dict[str, Any] = {"resolved": resolved, "id": vid, "fingerprint": None}
+    try:  # everything in it: a row the store refuses (a bad key) costs that row only
+        record["fingerprint"] = _fingerprint(resolved)
         out = Path(out_dir)
         with _local_copy(resolved) as local:
             record |= decode_video(local, out / "video" / f"{vid}.mp4", out / "audio" / f"{vid}.npy", data, dec)
         record["status"] = "accepted"
     except MediaError as err:
+        record |= {"status": "quarantined", "code": err.code, "reason": err.reason}
+    except XdcError as err:  # the store refused or could not serve the file: the message says why
+        record |= {"status": "quarantined", "code": Unreadable.code, "reason": str(err)}
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise  # the output's disk, not this video: stop the run (a rerun resumes), quarantine nothing
+        err = UnexpectedError(resolved, f"unexpected error: {type(err).__name__}: {err}")
         record |= {"status": "quarantined", "code": err.code, "reason": err.reason}
     except Exception as err:  # a bug or an FFmpeg surprise must not cost the other videos
         err = UnexpectedError(resolved, f"unexpected error: {type(err).__name__}: {err}")
@@ -304,8 +315,12 @@ def _run_pool(
                 on_done(pool.submit(task, path).result())
         except BrokenProcessPool:
             err = WorkerCrashed(path, "the decoder process crashed on this file (corrupt data?)")
+            try:
+                fingerprint = _fingerprint(path)
+            except (XdcError, ValueError):
+                fingerprint = None  # retried by a rerun
             on_done(
-                {"resolved": path, "id": video_id(path), "fingerprint": _fingerprint(path)}
+                {"resolved": path, "id": video_id(path), "fingerprint": fingerprint}
                 | {"status": "quarantined", "code": err.code, "reason": err.reason}
             )
 
@@ -408,6 +423,17 @@ def decode_rows(rows: list[ManifestRow], out: Path, config: Config, progress: bo
     }
     write_json(out / "summary.json", summary)
     return summary
+
+
+def check_accepted(summary: dict[str, Any], out: str | Path) -> None:
+    """An :class:`InputError` when decoding accepted none of the videos (``out``: the dataset, as the
+    user named it): an empty dataset is no success, whatever the step after it would say."""
+    if summary["accepted"] == 0 and summary["total"] > 0:
+        reasons = ", ".join(f"{code} {n}" for code, n in summary["reasons"].items())
+        raise InputError(
+            f"all {summary['total']} videos were quarantined ({reasons}; each file's reason in "
+            f"{str(out).rstrip('/')}/quarantine.csv): nothing to train on. Fix the files or the manifest's paths "
+            "and rerun")
 
 
 def _write_outputs(out: Path, rows: list[ManifestRow], records: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from .errors import ConfigError
+
 T = TypeVar("T", nn.Module, torch.Tensor)
 
 
@@ -18,10 +20,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     ~1e-40 appear, and x86 handles them in microcode, 5-10x slower (a supervised CPU run's later
     epochs took 369 s instead of ~70 s); values that small change nothing else. On CUDA, cuDNN
     autotuning is switched on."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device {name!r} is not one of auto, cpu, cuda (the setting device, or --device)")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for, but torch sees no CUDA GPU; use device: auto or cpu")
+        raise ConfigError("device 'cuda' was asked for, but torch sees no CUDA GPU; use device: auto or cpu")
     if name == "cpu":
         torch.set_flush_denormal(True)
     else:

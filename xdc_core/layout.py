@@ -1,5 +1,7 @@
 """Where a run's files live: one layout for ``xdc run``, ``xdc step`` and the DVC stages.
 
+    OUT/settings.yaml                the run's effective settings, recorded once (a rerun must match them)
+    OUT/.xdc-run.lock                held (flock) by the `xdc run` working in OUT
     OUT/sample/                      the embedded sample dataset (when no data is given)
     OUT/decoded/                     the decoded dataset
     OUT/iter_00/{video,audio}_encoder.pt            the random-init encoders ("iteration 0")
@@ -9,6 +11,7 @@
     OUT/iter_NN/{video,audio}_encoder.pt            train: the encoders iteration NN+1 starts from
     OUT/iter_NN/train_{video,audio}.json            train: losses, kept epoch, why it stopped
     OUT/iter_NN/train_{video,audio}/last.pt         train: the epoch checkpoint a rerun resumes from
+    OUT/iter_NN/train_{video,audio}/last.pt.sha256  its SHA-256, checked before it is loaded
     OUT/{video,audio}_encoder.pt     the final encoders (plain torchvision state dicts)
     OUT/metrics.json                 evaluation (linear probe; random-init baseline)
     OUT/plots/                       plot data of every iteration (``dvc plots show``)
@@ -36,6 +39,14 @@ class RunLayout:
     """The paths of one run under ``root``."""
 
     root: Path
+
+    @property
+    def settings(self) -> Path:
+        return self.root / "settings.yaml"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".xdc-run.lock"
 
     @property
     def sample(self) -> Path:

@@ -25,6 +25,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway, start_http_server
 
+from .errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 REGISTRY = CollectorRegistry()  # xdc's metrics only: no process or Python collectors pushed per task
@@ -181,7 +183,13 @@ def exported(task: str, run: str | None = None, port: int | None = None) -> Iter
     """Export the metrics while the block runs: pushed to ``$XDC_PUSHGATEWAY`` under the grouping
     key (run_id, task), and/or served on 127.0.0.1:``port``."""
     if port is not None:
-        start_http_server(port, addr="127.0.0.1", registry=REGISTRY)
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"--metrics-port {port} is not a TCP port (1-65535)")
+        try:
+            start_http_server(port, addr="127.0.0.1", registry=REGISTRY)
+        except OSError as err:  # in use, or a privileged port
+            raise ConfigError(f"cannot serve metrics on 127.0.0.1:{port} ({err.strerror or err}): "
+                              "choose a free port with --metrics-port, or leave it out") from None
         log.info("metrics at http://127.0.0.1:%d/metrics", port)
     gateway = os.environ.get("XDC_PUSHGATEWAY")
     if not gateway:

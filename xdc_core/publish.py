@@ -41,7 +41,7 @@ def mirror(uri: str, log: Callable[[str], None] = print) -> tuple[Path, Callable
         training checkpoints (they only matter on the machine that trains)."""
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         for f in files:
-            if f.name == "last.pt" or stored.get(f) == _version(f):
+            if f.name in ("last.pt", "last.pt.sha256") or stored.get(f) == _version(f):
                 continue
             store.upload_file(f, f"{uri.rstrip('/')}/{f.relative_to(local).as_posix()}")
             stored[f] = _version(f)

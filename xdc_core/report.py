@@ -16,7 +16,7 @@ def format_summary(summary: dict[str, Any], out: Path | str) -> str:
     lines = [
         f"decoded dataset: {out}",
         f"  accepted     {summary['accepted']:>6}   ({summary['accepted_duration_s']:.1f} s of video)",
-        f"  quarantined  {summary['quarantined']:>6}   (reasons in {Path(out) / 'quarantine.csv'})",
+        f"  quarantined  {summary['quarantined']:>6}   (reasons in {str(out).rstrip('/')}/quarantine.csv)",
     ]
     lines += [f"    {code:<22} {n}" for code, n in summary["reasons"].items()]
     speed = f", {summary['videos_per_s']:.2f} videos/s" if summary.get("videos_per_s") else ""

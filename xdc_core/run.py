@@ -11,20 +11,26 @@ store OUT (:mod:`xdc_core.publish`), ``publish`` uploads each finished step's fi
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from . import store
 from .config import MODALITIES, Config
 from .device import resolve_device
 from .distributed import launch
+from .errors import RunError
 from .layout import RunLayout
 from .plots import write_plots
 from .report import format_clusters, format_train
-from .store import write_json
+from .store import atomic_write, write_json
 from .steps import (
     check_decoded,
     decode_step,
@@ -41,6 +47,68 @@ from .steps import (
 
 Log = Callable[[str], None]
 Publish = Callable[[Path], None]
+
+# Settings that change how fast a run goes, never what it computes: a rerun may change them.
+NOT_RECORDED = {"decode.workers", "embed.workers", "train.workers", "evaluate.workers", "train.checkpoint_minutes"}
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"cluster": {"k": 4}}`` → ``{"cluster.k": 4}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_settings(layout: RunLayout, cfg: Config, out: str | Path | None = None) -> bool:
+    """Whether OUT already records its settings (OUT/settings.yaml); a :class:`RunError` naming each
+    differing key when ``cfg`` is not those: resuming would mix results of two settings under one name."""
+    out = out or layout.root
+    if not layout.settings.is_file():
+        return False
+    try:
+        recorded = _flat(yaml.safe_load(layout.settings.read_text()) or {})
+    except (OSError, yaml.YAMLError, AttributeError) as err:
+        raise RunError(f"{layout.settings} is unreadable ({err}); restore it, or start fresh with another --out") \
+            from None
+    ours = _flat(cfg.model_dump(mode="json"))
+    differ = sorted(k for k in recorded.keys() | ours.keys()
+                    if k not in NOT_RECORDED and recorded.get(k, "(unset)") != ours.get(k, "(unset)"))
+    if differ:
+        changes = ", ".join(f"{k}: {recorded.get(k, '(unset)')} -> {ours.get(k, '(unset)')}" for k in differ)
+        raise RunError(
+            f"{out} was run with other settings ({changes}); resuming would mix results of both. Rerun with the "
+            f"recorded settings (--config {str(out).rstrip('/')}/settings.yaml), or start fresh with another --out")
+    return True
+
+
+def record_settings(layout: RunLayout, cfg: Config) -> None:
+    """Write ``cfg`` to OUT/settings.yaml (atomically): the settings every rerun must match."""
+    with atomic_write(layout.settings) as f:
+        f.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).encode())
+
+
+@contextlib.contextmanager
+def exclusive(layout: RunLayout, out: str | Path | None = None) -> Iterator[None]:
+    """Hold an advisory lock (flock) on OUT for the block: a second ``xdc run`` on the same OUT
+    fails at once with a :class:`RunError` instead of doing the work twice and interleaving files.
+    The kernel releases it when the process ends, however it ends."""
+    fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise RunError(f"another xdc run (pid {holder}) is working in {out or layout.root}: wait for it to "
+                           "end, or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def prepare_data(
@@ -77,16 +145,30 @@ def run(
     log: Log = print,
     publish: Publish | None = None,
     processes: int = 1,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """Run the deep-clustering loop into the folder ``out``; returns the metrics (with each
     iteration's statistics under ``"iteration_stats"`` and, when evaluated, per-video outcomes).
     ``publish`` (for an object-store OUT) is called with each file or folder once it is final.
-    ``processes`` > 1: embed and train data-parallel, one process per GPU (:mod:`xdc_core.distributed`)."""
-    publish = publish or (lambda path: None)  # a local OUT: the files are where they belong already
-    started = time.perf_counter()
+    ``processes`` > 1: embed and train data-parallel, one process per GPU (:mod:`xdc_core.distributed`).
+    ``name``: what to call OUT in messages (the URI of an object-store OUT; default ``out``).
+
+    The first run records ``cfg`` in OUT/settings.yaml; a rerun with other settings is refused
+    (:func:`check_settings`), and so is a second run while one works in OUT (:func:`exclusive`)."""
     layout = RunLayout(Path(out))
     layout.root.mkdir(parents=True, exist_ok=True)
+    with exclusive(layout, name):
+        return _run(data, layout, cfg, evaluate, progress, log, publish, processes, check_settings(layout, cfg, name))
+
+
+def _run(data: str | Path | None, layout: RunLayout, cfg: Config, evaluate: bool, progress: bool, log: Log,
+         publish: Publish | None, processes: int, recorded: bool) -> dict[str, Any]:
+    publish = publish or (lambda path: None)  # a local OUT: the files are where they belong already
+    started = time.perf_counter()
     root = prepare_data(data, layout, cfg, evaluate, progress, log)
+    if not recorded:  # once the plan is checked: settings that cannot make a run are not recorded
+        record_settings(layout, cfg)
+        publish(layout.settings)
     if root == layout.decoded:
         publish(root)
     n = pretrain_videos(root, cfg)
@@ -123,7 +205,9 @@ def run(
 
     final = cfg.cluster.iterations
     for m in MODALITIES:
-        shutil.copyfile(layout.encoder(final, m), layout.final_encoder(m))
+        # through the one atomic writer: a full disk never leaves a truncated encoder under its final name
+        with open(layout.encoder(final, m), "rb") as fin, atomic_write(layout.final_encoder(m)) as fout:
+            shutil.copyfileobj(fin, fout, store.CHUNK)
         publish(layout.final_encoder(m))
     iterations = [layout.iteration_stats(it) for it in range(1, final + 1)]
     results = evaluate_step(root, cfg, {m: layout.final_encoder(m) for m in MODALITIES}, progress, log) \

@@ -24,7 +24,7 @@ from torch import nn
 from . import distributed, metrics
 from .config import MODALITIES, Config
 from .dataset import ClipDataset, read_index
-from .decode import DatasetMismatch, decode_dataset
+from .decode import DatasetMismatch, check_accepted, decode_dataset
 from .device import resolve_device
 from .embed import embed
 from .errors import ConfigError, InputError, RunError
@@ -128,6 +128,7 @@ def decode_step(
     rows = read_manifest(manifest)
     check_plan([(r.label, r.split) for r in rows], cfg, evaluate, str(manifest), pretrain)
     summary = decode_dataset(manifest, out, cfg, progress=progress)
+    check_accepted(summary, out)
     check_decoded(out, cfg, evaluate, pretrain, source=f"{out} (after decoding)")
     return summary
 

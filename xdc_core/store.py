@@ -124,6 +124,9 @@ def _object(uri: Uri) -> Location:
     loc = parse_uri(uri)
     if not loc.is_local and (not loc.key or loc.key.endswith("/")):
         raise StoreError(f"URI {uri!s} names no object: expected {loc.scheme}://{loc.bucket}/path/to/object")
+    if not loc.is_local and {".", ".."} & set(loc.key.split("/")):
+        raise StoreError(f"URI {uri!s}: an object key has no '.' or '..' parts (S3 keys are names, not paths "
+                         "to walk): name the object itself")
     return loc
 
 
@@ -297,6 +300,11 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.filename is None:  # a write or fsync error (a full disk) names no file: name the one being written
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -22,7 +22,9 @@ import hashlib
 import io
 import json
 import math
+import posixpath
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -264,23 +266,47 @@ class Checkpoints:
         self.uri = None if where is None else f"{str(where).rstrip('/')}/last.pt"
         self.log = log
         self.saved_at = time.monotonic()
+        self.in_place: str | None = None  # the SHA-256 of the checkpoint file now at uri, once known
 
     def load(self, fingerprint: str, device: torch.device) -> dict[str, Any] | None:
-        """The saved state if there is one for this very run (same targets, settings, seed, ranks)."""
+        """The saved state if there is one for this very run (same targets, settings, seed, ranks).
+
+        Checked before use: its SHA-256 must be one the digest file beside it lists (a damaged or
+        replaced file is refused), and it is unpickled with ``weights_only`` (tensors and plain
+        containers only: a pickle that would run code is refused, not run)."""
         if self.uri is None or not store.exists(self.uri):
             return None
+        fix = "delete it (and its .sha256) to start this training over, or give another checkpoint folder"
+        data = store.read_bytes(self.uri)
+        digests, self.in_place = self._digests(), hashlib.sha256(data).hexdigest()
+        if self.in_place not in digests:
+            why = (f"no digest file {self.digest_uri} beside it" if not digests else
+                   f"its SHA-256 is not the one {self.digest_uri} lists: damaged or replaced")
+            raise RunError(f"{self.uri} is not a training checkpoint xdc wrote ({why}); {fix}")
         try:
-            state = torch.load(io.BytesIO(store.read_bytes(self.uri)), map_location=device, weights_only=False)
+            with warnings.catch_warnings():  # its advice on foreign pickle protocols is not the user's business
+                warnings.simplefilter("ignore")
+                state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
             if not isinstance(state, dict) or "fingerprint" not in state:
                 raise ValueError("no training state in it")
-        except Exception as err:  # torch raises several types for foreign or damaged files
+        except Exception as err:  # torch raises several types for foreign, damaged or code-carrying files
             raise RunError(f"{self.uri} is not a training checkpoint xdc wrote ({type(err).__name__}: "
-                             f"{str(err).splitlines()[0] if str(err) else ''}); delete it to start this training "
-                             "over, or give another checkpoint folder") from None
+                           f"{_first_line(err)}); {fix}") from None
         if state["fingerprint"] != fingerprint:
             self.log(f"checkpoint {self.uri} is of another run (targets, settings or ranks differ): starting over")
             return None
         return state
+
+    @property
+    def digest_uri(self) -> str:
+        return f"{self.uri}.sha256"
+
+    def _digests(self) -> list[str]:
+        """The SHA-256 digests the digest file lists (``sha256sum`` lines), [] if there is none."""
+        if not store.exists(self.digest_uri):
+            return []
+        text = store.read_bytes(self.digest_uri).decode(errors="replace")
+        return [line.split()[0] for line in text.splitlines() if line.split()]
 
     def due(self, minutes: float) -> bool:
         """Whether ``minutes`` have passed since the last save (0: always)."""
@@ -291,8 +317,30 @@ class Checkpoints:
             return
         buf = io.BytesIO()
         torch.save(state, buf)
-        store.write_bytes(self.uri, buf.getbuffer().tobytes())
+        data = buf.getbuffer().tobytes()
+        # The digest file first, listing the new digest and the one of the file still in place:
+        # killed between the two writes, either file verifies (each write is atomic on its own).
+        name = posixpath.basename(self.uri)
+        digest = hashlib.sha256(data).hexdigest()
+        if self.in_place is None and store.exists(self.uri):
+            self.in_place = hashlib.sha256(store.read_bytes(self.uri)).hexdigest()
+        lines = [f"{d}  {name}" for d in dict.fromkeys([digest, self.in_place]) if d]
+        store.write_bytes(self.digest_uri, ("\n".join(lines) + "\n").encode())
+        store.write_bytes(self.uri, data)
+        self.in_place = digest
         self.saved_at = time.monotonic()
+
+
+def _first_line(err: Exception) -> str:
+    """The reason in a load error: its first sentence, or for the weights-only unpickler the reason
+    it gives (what it refused) after its advice to unpickle without ``weights_only``, which a
+    checkpoint must never get."""
+    text = str(err).strip()
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
+    refused = [line for line in text.splitlines() if "unsupported global" in line.lower()]
+    text = (refused or text.splitlines() or [""])[0]
+    return "refused to unpickle: " + text.strip().rstrip(".") if refused else text.split(". ")[0].rstrip(".")
 
 
 def train_encoder(
