@@ -20,12 +20,13 @@ def embed(
 
     from xdc_core.config import parse_config
     from xdc_core.metrics import exported
-    from xdc_core.steps import embed_step, named_inputs
+    from xdc_core.step_specs import EMBED, Slot, call
+    from xdc_core.steps import named_inputs
 
     cfg = parse_config(settings)
     inputs = {"decoded": decoded.path, "encoder": encoder.path if encoder else None}
     with exported(f"embed-{modality}-{iteration}"), \
             named_inputs(f"embed ({modality}, iteration {iteration})", inputs):
-        embed_step(Path(decoded.path), modality, cfg, Path(encoder.path) if encoder else None, Path(features.path),
-                   progress=False)
+        call(EMBED, cfg, {"data": Path(decoded.path), "encoder": Path(encoder.path) if encoder else None,
+                          "out": Path(features.path)}, Slot.of(iteration, iteration, modality))
     features.metadata.update({"modality": modality, "iteration": iteration})

@@ -21,25 +21,29 @@ def evaluate(
     ``curves`` the learning curves: the cluster statistics of every iteration (the ``history`` in
     the metadata of the last k-means task's ``clusters``, when given) and the top-1 numbers."""
     import json
+    import tempfile
     from pathlib import Path
 
     from xdc_core.config import parse_config
+    from xdc_core.curves import curves_html
     from xdc_core.metrics import exported
-    from xdc_core.curves import curves_html, panels, render_png
-    from xdc_core.plots import plot_rows
     from xdc_core.report import flat_metrics
-    from xdc_core.steps import evaluate_step, metrics_summary, named_inputs
+    from xdc_core.step_specs import EVALUATE, call
+    from xdc_core.steps import named_inputs, write_evaluation
     from xdc_kfp.artifacts import log_metrics
 
     cfg = parse_config(settings)
     inputs = {"decoded": decoded.path, "video_encoder": video_encoder.path, "audio_encoder": audio_encoder.path}
     with exported("evaluate"), named_inputs("evaluate", inputs):
-        results = evaluate_step(Path(decoded.path), cfg,
-                                {"video": Path(video_encoder.path), "audio": Path(audio_encoder.path)}, progress=False)
+        results = call(EVALUATE, cfg, {"data": Path(decoded.path), "video_encoder": Path(video_encoder.path),
+                                       "audio_encoder": Path(audio_encoder.path), "out": None, "plots": None,
+                                       "run": None})
     log_metrics(metrics, flat_metrics(results))
     Path(report.path).write_text(json.dumps(results, indent=2) + "\n")
     # KFP stores metadata numbers as floats: the iteration numbers come back as 1.0, 2.0, ...
     history = clusters.metadata.get("history", []) if clusters else []
     history = [h | {"iteration": int(h["iteration"])} for h in history]
-    png = render_png(panels(plot_rows(history, metrics_summary(cfg, results))))
+    with tempfile.TemporaryDirectory() as plots:  # the curves every runner draws, from the plot data
+        write_evaluation(cfg, results, history, plots=Path(plots))
+        png = (Path(plots) / "curves.png").read_bytes()
     Path(curves.path).write_text(curves_html(f"{cfg.cluster.method.upper()}: learning curves", png))

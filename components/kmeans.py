@@ -27,7 +27,8 @@ def kmeans(
 
     from xdc_core.config import parse_config
     from xdc_core.metrics import exported
-    from xdc_core.steps import kmeans_step, named_inputs
+    from xdc_core.step_specs import KMEANS, Slot, call
+    from xdc_core.steps import named_inputs
     from xdc_kfp.artifacts import log_metrics
 
     cfg = parse_config(settings)
@@ -38,11 +39,11 @@ def kmeans(
         "previous_clusters": previous_clusters.path if previous_clusters else None,
     }
     with exported(f"kmeans-{iteration}"), named_inputs(f"kmeans (iteration {iteration})", inputs):
-        stats = kmeans_step(
-            {"video": Path(video_features.path), "audio": Path(audio_features.path)}, cfg, iteration,
-            Path(clusters.path), Path(previous_clusters.path) if previous_clusters else None,
-            decoded=Path(decoded.path), gallery=Path(gallery.path),
-        )
+        stats = call(KMEANS, cfg, {
+            "video_features": Path(video_features.path), "audio_features": Path(audio_features.path),
+            "previous": Path(previous_clusters.path) if previous_clusters else None, "data": Path(decoded.path),
+            "out": Path(clusters.path), "stats": None, "gallery": Path(gallery.path),
+        }, Slot.of(iteration, iteration))
     history = list(previous_clusters.metadata.get("history", [])) if previous_clusters else []
     clusters.metadata.update({"method": cfg.cluster.method, "k": cfg.cluster.k, "iteration": iteration,
                               "stats": stats, "history": [*history, {"iteration": iteration, "clusters": stats}]})

@@ -22,7 +22,7 @@ def train_encoder(
     """Train the ``modality`` encoder, from ``previous_encoder`` (none: the random init of the
     settings' ``seed``), to predict the clusters ``cluster.method`` gives it (XDC: the other
     modality's), with the ``train`` settings. Writes the trunk's state dict (loads into
-    torchvision's r2plus1d_18 / resnet18 at width 64).
+    torchvision's architecture of ``model.video_arch`` / resnet18 at width 64).
 
     ``gpus`` > 1: one data-parallel process per GPU of this pod (torchrun's engine); ``nodes`` > 1:
     a Kubeflow PyTorchJob of ``nodes`` pods with ``gpus`` GPUs each, in ``image``, placed as the
@@ -34,12 +34,12 @@ def train_encoder(
     import json
     from pathlib import Path
 
-    from xdc_core import distributed, store
+    from xdc_core import metrics, store
     from xdc_core.config import parse_config
     from xdc_core.errors import ConfigError
-    from xdc_core import metrics
     from xdc_core.metrics import exported
-    from xdc_core.steps import named_inputs, train_step
+    from xdc_core.step_specs import TRAIN, Slot, call
+    from xdc_core.steps import named_inputs
 
     cfg = parse_config(settings)
     if gpus < 1 or nodes < 1:
@@ -64,10 +64,11 @@ def train_encoder(
             store.download_file(f"{work}/encoder.pt", encoder.path)
             result = json.loads(store.read_bytes(f"{work}/train.json"))
         else:
-            result = distributed.launch(train_step, (
-                Path(decoded.path), modality, cfg, iteration, Path(clusters.path),
-                Path(previous_encoder.path) if previous_encoder else None, Path(encoder.path),
-                f"{work}/checkpoints", False), gpus)
+            result = call(TRAIN, cfg, {
+                "data": Path(decoded.path), "clusters": Path(clusters.path),
+                "encoder": Path(previous_encoder.path) if previous_encoder else None, "out": Path(encoder.path),
+                "stats": None, "checkpoints": f"{work}/checkpoints",
+            }, Slot.of(iteration, iteration, modality), processes=gpus)
     encoder.metadata.update({
         "modality": modality, "iteration": iteration, "method": cfg.cluster.method, "epochs": result["epochs"],
         "best_epoch": result["best_epoch"], "stop_reason": result["stop_reason"],

@@ -25,24 +25,18 @@ import yaml
 from . import store
 from .config import MODALITIES, Config
 from .device import resolve_device
-from .distributed import launch
 from .errors import RunError
 from .layout import RunLayout
-from .plots import write_plots
-from .report import format_clusters, format_train
-from .store import atomic_write, write_json
+from .step_specs import EVALUATE, INIT, Slot, call, iteration_steps
+from .store import atomic_write
 from .steps import (
     check_decoded,
     decode_step,
-    embed_step,
-    evaluate_step,
-    init_encoder,
-    kmeans_step,
+    iteration_stats,
     metrics_summary,
     pretrain_videos,
     sample_manifest,
-    save_encoder,
-    train_step,
+    write_evaluation,
 )
 
 Log = Callable[[str], None]
@@ -176,44 +170,42 @@ def _run(data: str | Path | None, layout: RunLayout, cfg: Config, evaluate: bool
         f"iterations, device {resolve_device(cfg.device)}, encoders: {cfg.model.video_arch} width {cfg.model.video_width}, "
         f"ResNet-18 width {cfg.model.audio_width}")
 
-    for m in MODALITIES:  # iteration 0: the random init, as a file like every later encoder
-        if not layout.encoder(0, m).is_file():
-            save_encoder(init_encoder(m, cfg), layout.encoder(0, m))
+    if not all(layout.encoder(0, m).is_file() for m in MODALITIES):  # iteration 0: the random init, as files
+        call(INIT, cfg, INIT.paths(layout, Slot()))
     publish(layout.iteration(0))
-    for it in range(1, cfg.cluster.iterations + 1):
-        head = f"iter {it}/{cfg.cluster.iterations}"
+    last = cfg.cluster.iterations
+    for it in range(1, last + 1):
+        head = f"iter {it}/{last}"
         if layout.done(it):
             log(f"{head}: already done, kept from {layout.iteration(it)}")
             continue
         t0 = time.perf_counter()
-        features = {m: launch(embed_step, (root, m, cfg, layout.encoder(it - 1, m), layout.features(it, m),
-                                           progress), processes)
-                    for m in MODALITIES}
-        previous = layout.clusters(it - 1) if it > 1 else None
-        clusters = kmeans_step(features, cfg, it, layout.clusters(it), previous, stats=layout.kmeans_stats(it),
-                               decoded=root, gallery=layout.gallery(it))
-        trained = {m: launch(train_step, (root, m, cfg, it, layout.clusters(it), layout.encoder(it - 1, m),
-                                          layout.encoder(it, m), layout.checkpoints(it, m), progress,
-                                          layout.train_stats(it, m)), processes)
-                   for m in MODALITIES}
-        for path in (*(layout.features(it, m) for m in MODALITIES), layout.clusters(it), layout.gallery(it),
-                     *(layout.encoder(it, m) for m in MODALITIES), *layout.stats_files(it)):
+        parts = []
+        for spec in iteration_steps():  # embed × 2 → k-means → train × 2, as declared
+            for m in MODALITIES if spec.per_modality else ("",):
+                slot = Slot.of(it, last, m)
+                paths = spec.paths(layout, slot)
+                result = call(spec, cfg, {**paths, **({"data": root} if "data" in paths else {})}, slot, progress,
+                              processes)
+                parts += [spec.report(result, cfg, slot)] if spec.report else []
+        outputs = [spec.paths(layout, Slot.of(it, last, m))[port.name] for spec in iteration_steps()
+                   for m in (MODALITIES if spec.per_modality else ("",)) for port in spec.outputs if port.tracked]
+        for path in [p for p in outputs if p not in layout.stats_files(it)] + layout.stats_files(it):
             publish(path)  # the statistics last: they mark the iteration done
-        parts = [format_clusters(name, c) for name, c in clusters.items()]
-        parts += [format_train(m, r) for m, r in trained.items()]
         log(" | ".join([f"{head} k={cfg.cluster.k}", *parts, f"{time.perf_counter() - t0:.1f} s"]))
 
-    final = cfg.cluster.iterations
     for m in MODALITIES:
         # through the one atomic writer: a full disk never leaves a truncated encoder under its final name
-        with open(layout.encoder(final, m), "rb") as fin, atomic_write(layout.final_encoder(m)) as fout:
+        with open(layout.encoder(last, m), "rb") as fin, atomic_write(layout.final_encoder(m)) as fout:
             shutil.copyfileobj(fin, fout, store.CHUNK)
         publish(layout.final_encoder(m))
-    iterations = [layout.iteration_stats(it) for it in range(1, final + 1)]
-    results = evaluate_step(root, cfg, {m: layout.final_encoder(m) for m in MODALITIES}, progress, log) \
-        if evaluate else {}
-    write_json(layout.metrics, metrics_summary(cfg, results))
-    write_plots(layout.plots, iterations, metrics_summary(cfg, results) if evaluate else None)
+    if evaluate:
+        paths = {**EVALUATE.paths(layout, Slot(last=last)), "data": root}
+        results = call(EVALUATE, cfg, paths, Slot(last=last), progress, log=log)
+    else:
+        results = {}
+        write_evaluation(cfg, None, iteration_stats(layout, cfg), layout.metrics, layout.plots)
+    iterations = iteration_stats(layout, cfg)
     publish(layout.metrics)
     publish(layout.plots)
     return {**metrics_summary(cfg, {}), "videos": n, **results, "iteration_stats": iterations,

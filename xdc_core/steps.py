@@ -11,7 +11,6 @@ gives the same numbers.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import distributed, metrics
+from . import distributed, metrics  # metrics: the live training monitor
 from .config import MODALITIES, Config
 from .dataset import ClipDataset, read_index
 from .decode import DatasetMismatch, check_accepted, decode_dataset
@@ -29,7 +28,7 @@ from .device import resolve_device
 from .embed import embed
 from .errors import ConfigError, InputError, RunError
 from .kmeans import Clustering, cross_modal_nmi, kmeans
-from .layout import CROSS_MODAL
+from .layout import CROSS_MODAL, RunLayout
 from .manifest import read_manifest
 from .methods import feature_sets, targets
 from .models import Modality, build_trunk
@@ -170,6 +169,14 @@ def save_encoder(trunk: nn.Module, path: Path) -> None:
         torch.save(trunk.state_dict(), f)
 
 
+def init_step(cfg: Config, out: Path) -> list[Path]:
+    """The random-init encoders ("iteration 0") → ``out``/{video,audio}_encoder.pt."""
+    written = [Path(out) / f"{m}_encoder.pt" for m in MODALITIES]
+    for m, path in zip(MODALITIES, written, strict=True):
+        save_encoder(init_encoder(m, cfg), path)
+    return written
+
+
 def _pretrain_split_of(root: Path, cfg: Config) -> str | None:
     return pretrain_split([e.split for e in read_index(root)], cfg.train.split)
 
@@ -178,21 +185,19 @@ def _pretrain_split_of(root: Path, cfg: Config) -> str | None:
 
 
 def embed_step(
-    root: Path, modality: Modality, cfg: Config, encoder: Path | None, out: Path, progress: bool = True
+    data: Path, modality: Modality, cfg: Config, encoder: Path | None, out: Path, progress: bool = True
 ) -> Path:
-    """Per-video features of the pretraining videos → ``out`` (.npz: features [N, D], index, labels)."""
-    root = Path(root)
-    split = _pretrain_split_of(root, cfg)
-    dataset = ClipDataset(root, cfg.data, "eval", split, (modality,), clips=cfg.embed.clips)
+    """Per-video features of the pretraining videos of the decoded dataset ``data`` → ``out``
+    (.npz: features [N, D], index, labels)."""
+    data = Path(data)
+    split = _pretrain_split_of(data, cfg)
+    dataset = ClipDataset(data, cfg.data, "eval", split, (modality,), clips=cfg.embed.clips)
     trunk = load_encoder(modality, cfg, encoder)
-    started = time.perf_counter()
     device = resolve_device(cfg.device)
     with distributed.process_group(device) as world:  # several ranks under torchrun: each embeds a share
         feats, index, labels = embed(trunk, dataset, modality, cfg.embed.batch_size, cfg.embed.workers,
                                      distributed.rank_device(device), progress)
         if world.main:
-            metrics.EMBED_RATE.labels(modality=modality).set(
-                len(index) * cfg.embed.clips / (time.perf_counter() - started))
             with atomic_write(out) as f:
                 np.savez(f, features=feats.astype(np.float32), index=index, labels=labels)
         distributed.barrier()  # the file exists for every rank once the step returns
@@ -218,53 +223,64 @@ def _load_npz(path: Path, what: str, keys: tuple[str, ...]) -> dict[str, np.ndar
 
 
 def kmeans_step(
-    features: dict[str, Path], cfg: Config, iteration: int, out: Path, previous: Path | None = None,
-    stats: Path | None = None, decoded: Path | None = None, gallery: Path | None = None,
+    video_features: Path, audio_features: Path, cfg: Config, iteration: int, out: Path, stats: Path | None = None,
+    previous: Path | None = None, data: Path | None = None, gallery: Path | None = None,
 ) -> dict[str, Any]:
     """Cluster the features as ``cfg.cluster.method`` says → ``out`` (.npz, one assignment array per
-    clustering). Returns each clustering's statistics (sizes, NMI to ``previous``, purity if
-    labelled, the agreement of the modalities' clusters), also written to ``stats`` (kmeans.json).
-    ``gallery``: also write the clusters' gallery page there (:mod:`xdc_core.gallery`), with
-    thumbnails from the decoded dataset ``decoded``."""
-    if gallery is not None and decoded is None:
+    clustering). Returns each clustering's statistics (:func:`cluster_statistics`), also written
+    to ``stats`` (kmeans.json). ``previous``: the previous iteration's clusters, for the NMI
+    statistic (ignored at iteration 1). ``gallery``: also write the clusters' gallery page there
+    (:mod:`xdc_core.gallery`), with thumbnails from the decoded dataset ``data``."""
+    if gallery is not None and data is None:
         raise ConfigError("the cluster gallery needs the decoded dataset: its thumbnails come from the videos")
-    loaded = {m: _load_npz(features[m], f"{m} features", ("features", "index", "labels")) for m in MODALITIES}
-    if not np.array_equal(loaded["video"]["index"], loaded["audio"]["index"]):
-        raise InputError(
-            f"video features {features['video']} and audio features {features['audio']} are of different videos"
-        )
-    check_k(cfg.cluster.k, len(loaded["video"]["index"]), str(features["video"]))
+    loaded = load_features({"video": video_features, "audio": audio_features})
+    check_k(cfg.cluster.k, len(loaded["video"]["index"]), str(video_features))
     labels = loaded["video"]["labels"]
-    prev = _load_npz(previous, "previous clusters", ()) if previous is not None else {}
-    seed = cfg.seed * 1000 + iteration
-    started = time.perf_counter()
-
-    def cluster(name: str, x: np.ndarray) -> Clustering:
-        return kmeans(
-            x, cfg.cluster.k, seed=seed, pca_dim=cfg.cluster.pca_dim, niter=cfg.cluster.niter,
-            use_gpu=resolve_device(cfg.device).type == "cuda", previous=prev.get(name),
-            labels=labels if (labels >= 0).any() else None,
-        )
-
+    prev = _load_npz(previous, "previous clusters", ()) if previous is not None and iteration > 1 else {}
     sets = feature_sets(cfg.cluster.method, loaded["video"]["features"], loaded["audio"]["features"])
-    clusterings = {name: cluster(name, x) for name, x in sets.items()}
+    clusterings = {name: cluster_features(x, cfg, iteration, prev.get(name), labels) for name, x in sets.items()}
     with atomic_write(out) as f:
         np.savez(f, **{name: c.assignments for name, c in clusterings.items()})
-    result: dict[str, Any] = {name: c.stats.to_dict() for name, c in clusterings.items()}
-    # Whether the modalities' clusters agree, for every method (CDC clusters each one for this
-    # statistic only): the signal XDC's cross-modal targets live on.
-    per_modality = {m: clusterings[m] if m in clusterings else cluster(m, loaded[m]["features"]) for m in MODALITIES}
-    result[CROSS_MODAL] = cross_modal_nmi(per_modality["video"].assignments, per_modality["audio"].assignments, seed)
-    metrics.record_clusters(result, cfg.cluster.method, iteration, time.perf_counter() - started, len(labels),
-                            CROSS_MODAL)
+    result = cluster_statistics(clusterings, loaded, cfg, iteration, labels)
     if gallery is not None:  # before the statistics, which mark the step done
         from .gallery import write_gallery  # PIL and the page: only when asked for
 
         clustered = {name: (sets[name], c.assignments) for name, c in clusterings.items()}
-        write_gallery(gallery, Path(decoded), cfg, iteration, clustered, labels, loaded["video"]["index"], result)
+        write_gallery(gallery, Path(data), cfg, iteration, clustered, labels, loaded["video"]["index"], result)
     if stats is not None:
         write_json(stats, {"step": "kmeans", "iteration": iteration, "method": cfg.cluster.method,
                            "k": cfg.cluster.k, "clusters": result})
+    return result
+
+
+def load_features(paths: dict[str, Path]) -> dict[str, dict[str, np.ndarray]]:
+    """Each modality's features file (embed's output), checked to be of the same videos."""
+    loaded = {m: _load_npz(paths[m], f"{m} features", ("features", "index", "labels")) for m in MODALITIES}
+    if not np.array_equal(loaded["video"]["index"], loaded["audio"]["index"]):
+        raise InputError(f"video features {paths['video']} and audio features {paths['audio']} are of different videos")
+    return loaded
+
+
+def cluster_features(x: np.ndarray, cfg: Config, iteration: int, previous: np.ndarray | None,
+                     labels: np.ndarray) -> Clustering:
+    """k-means of one feature set with the settings' k, PCA and seed (a function of ``cfg.seed`` and the iteration)."""
+    return kmeans(
+        x, cfg.cluster.k, seed=cfg.seed * 1000 + iteration, pca_dim=cfg.cluster.pca_dim, niter=cfg.cluster.niter,
+        use_gpu=resolve_device(cfg.device).type == "cuda", previous=previous,
+        labels=labels if (labels >= 0).any() else None,
+    )
+
+
+def cluster_statistics(clusterings: dict[str, Clustering], loaded: dict[str, dict[str, np.ndarray]], cfg: Config,
+                       iteration: int, labels: np.ndarray) -> dict[str, Any]:
+    """Each clustering's statistics, and whether the modalities' clusters agree (``CROSS_MODAL``),
+    for every method: CDC clusters each modality for this statistic only. That agreement is the
+    signal XDC's cross-modal targets live on."""
+    result: dict[str, Any] = {name: c.stats.to_dict() for name, c in clusterings.items()}
+    per_modality = {m: clusterings[m] if m in clusterings else
+                    cluster_features(loaded[m]["features"], cfg, iteration, None, labels) for m in MODALITIES}
+    result[CROSS_MODAL] = cross_modal_nmi(per_modality["video"].assignments, per_modality["audio"].assignments,
+                                          cfg.seed * 1000 + iteration)
     return result
 
 
@@ -272,19 +288,19 @@ def kmeans_step(
 
 
 def train_step(
-    root: Path,
+    data: Path,
     modality: Modality,
     cfg: Config,
     iteration: int,
     clusters: Path,
     encoder: Path | None,
     out: Path,
-    ckpt_dir: str | Path | None = None,
+    checkpoints: str | Path | None = None,
     progress: bool = True,
     stats: Path | None = None,
 ) -> dict[str, Any]:
     """Train the ``modality`` encoder (from ``encoder``, or random init) on the pseudo-labels its
-    method gives it → ``out``. ``ckpt_dir`` (a folder or an object-store prefix) keeps resumable
+    method gives it → ``out``. ``checkpoints`` (a folder or an object-store prefix) keeps resumable
     checkpoints (every epoch and every ``train.checkpoint_minutes``) so a rerun continues.
     Under torchrun (several ranks) the ranks train data-parallel and rank 0 writes.
     Returns the training history, also written to ``stats`` (train_<modality>.json)."""
@@ -293,7 +309,7 @@ def train_step(
         heads = targets(cfg.cluster.method, assignments)[modality]
     except ValueError as err:
         raise InputError(f"clusters file {clusters} does not fit method {cfg.cluster.method!r}: {err}") from None
-    result = train_on_targets(root, modality, cfg, iteration, heads, encoder, out, ckpt_dir, progress,
+    result = train_on_targets(data, modality, cfg, iteration, heads, encoder, out, checkpoints, progress,
                               source=clusters)
     if stats is not None and distributed.world().main:
         write_json(stats, {"step": "train", "iteration": iteration, "modality": modality,
@@ -342,19 +358,52 @@ def train_on_targets(
 
 
 def evaluate_step(
-    root: Path, cfg: Config, encoders: dict[str, Path], progress: bool = True, log: Any = print
+    data: Path, cfg: Config, encoders: dict[str, Path], progress: bool = True, log: Any = print
 ) -> dict[str, Any]:
     """Linear probe (and finetuning when ``evaluate.finetune``) of the given encoders and of the
     random-init ones, on ``evaluate.train_split`` → ``evaluate.test_split``. Returns the results,
     per-video outcomes included for paired comparisons (metrics.json holds :func:`metrics_summary`)."""
     from .evaluate import evaluate_encoders  # the probe code is only needed here
 
-    root = Path(root)
-    check_decoded(root, cfg, evaluate=True, pretrain=False)
+    data = Path(data)
+    check_decoded(data, cfg, evaluate=True, pretrain=False)
     trunks = {m: load_encoder(m, cfg, encoders[m]) for m in MODALITIES}
-    results = evaluate_encoders(root, cfg, trunks, {m: init_encoder(m, cfg) for m in MODALITIES}, progress, log)
-    metrics.record_accuracies(results)
+    return evaluate_encoders(data, cfg, trunks, {m: init_encoder(m, cfg) for m in MODALITIES}, progress, log)
+
+
+def evaluate_run_step(
+    data: Path, cfg: Config, video_encoder: Path, audio_encoder: Path, out: Path | None, plots: Path | None = None,
+    run: Path | None = None, progress: bool = True, log: Any = print,
+) -> dict[str, Any]:
+    """:func:`evaluate_step` of the two encoders → metrics.json at ``out`` (None: not written); with ``plots``, the plot
+    data of the iterations of the run folder ``run`` and their curves (:func:`write_evaluation`)."""
+    if plots is not None and run is None:
+        raise ConfigError("the plot data needs the run folder: it gathers the statistics of its iterations")
+    # the iteration statistics are read first: a missing one fails before the (long) evaluation
+    iterations = iteration_stats(RunLayout(Path(run)), cfg) if run is not None else []
+    results = evaluate_step(data, cfg, {"video": video_encoder, "audio": audio_encoder}, progress, log)
+    write_evaluation(cfg, results, iterations, out, plots)
     return results
+
+
+def iteration_stats(layout: RunLayout, cfg: Config) -> list[dict[str, Any]]:
+    """The statistics of iterations 1 … ``cluster.iterations`` of the run in ``layout``."""
+    return [layout.iteration_stats(it) for it in range(1, cfg.cluster.iterations + 1)]
+
+
+def write_evaluation(cfg: Config, results: dict[str, Any] | None, iterations: list[dict[str, Any]],
+                     out: Path | None = None, plots: Path | None = None) -> dict[str, Any]:
+    """What every caller writes of an evaluation: metrics.json (:func:`metrics_summary`) at ``out``,
+    the plot data of ``iterations`` (:meth:`RunLayout.iteration_stats` of each) and the learning
+    curves drawn from it (curves.png) in ``plots``. ``results`` None: not evaluated. Returns the summary."""
+    from .plots import write_plots  # the chart code is only needed here
+
+    summary = metrics_summary(cfg, results or {})
+    if out is not None:
+        write_json(out, summary)
+    if plots is not None:
+        write_plots(Path(plots), iterations, summary if results is not None else None)
+    return summary
 
 
 def metrics_summary(cfg: Config, results: dict[str, Any]) -> dict[str, Any]:
