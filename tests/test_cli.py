@@ -128,3 +128,91 @@ def test_probe_prints_streams_and_fails_on_bad_file(tmp_path):
     (tmp_path / "x.mp4").write_text("nope")
     r = xdc("probe", str(tmp_path / "x.mp4"))
     assert r.returncode == 1 and "x.mp4: cannot open as a media container" in r.stderr
+
+
+# -- the steps, declared once (xdc_core/step_specs.py) ------------------------------------------
+
+
+def test_each_step_depends_on_the_code_it_imports():
+    """The code a stage lists is derived from the imports of its step function: media/ (which the
+    dataset imports) is there, and the training code is not a dependency of embedding."""
+    from xdc_core.step_specs import EMBED, EVALUATE, KMEANS, STEPS, TRAIN, module_deps
+
+    for spec in (EMBED, KMEANS, TRAIN, EVALUATE):  # each reads the decoded clips through dataset.py
+        assert {"xdc_core/dataset.py", "xdc_core/media/logmel.py", "xdc_core/steps.py"} <= set(spec.code()), spec.name
+    assert "xdc_core/train.py" in TRAIN.code() and "xdc_core/train.py" not in EMBED.code()
+    assert "xdc_core/gallery.py" in KMEANS.code() and "xdc_core/gallery.py" not in TRAIN.code()
+    # the closure follows imports inside functions too, and a package's __init__ comes with its modules
+    root = Path(__file__).resolve().parents[1]
+    dataset = {str(p.relative_to(root)) for p in module_deps(root / "xdc_core" / "dataset.py")}
+    assert {"xdc_core/media/__init__.py", "xdc_core/media/logmel.py", "xdc_core/clip_cache.py"} <= dataset
+    assert all(s.code() for s in STEPS)
+
+
+def test_the_components_hold_to_the_declarations():
+    """Each declared step's component takes each required port (by its component name), a
+    modality and an iteration where the step has them; each artifact it takes is a declared port."""
+    import inspect
+    import typing
+
+    from xdc_kfp import components
+    from xdc_core.step_specs import STEPS
+
+    for spec in STEPS:
+        if spec.component is None:
+            continue
+        params = inspect.signature(getattr(components, spec.component)).parameters
+        names = {p.component or p.name: p for p in spec.ports}
+        for name, port in names.items():
+            assert port.optional or name in params, (spec.name, name)
+        assert ("modality" in params) == spec.per_modality and ("iteration" in params) == spec.per_iteration, spec.name
+        for name, param in params.items():
+            if "Input" in str(param.annotation) or typing.get_origin(param.annotation) is typing.Union:
+                assert name in names, f"components/{spec.component}.py takes {name}, which {spec.name} does not declare"
+
+
+def count_step(data: Path, cfg, iteration: int, out: Path) -> dict:
+    """A toy step: how many pretraining videos → ``out`` (JSON)."""
+    from xdc_core.steps import pretrain_videos
+    from xdc_core.store import write_json
+
+    result = {"videos": pretrain_videos(data, cfg), "iteration": iteration}
+    write_json(out, result)
+    return result
+
+
+def test_a_new_step_is_picked_up_from_its_declaration(monkeypatch, tiny_decoded, tmp_path):
+    """One declaration: `xdc step count`, a DVC stage per iteration, and a file in every iteration
+    of `xdc run`, at the place the run layout gives it."""
+    import yaml
+
+    from conftest import TINY_SETTINGS
+    from xdc_cli.dvc_yaml import dvc_yaml
+    from xdc_cli.main import main
+    from xdc_core import step_specs
+    from xdc_core.config import build_config
+    from xdc_core.run import run
+
+    toy = step_specs.StepSpec(
+        "count", f"{__name__}:count_step", "count the pretraining videos",
+        inputs=(step_specs.DATA,),
+        outputs=(step_specs.Port("out", lambda L, s: L.iteration(s.iteration) / "count.json", "count (.json)"),),
+        params=("train.split",), per_iteration=True)
+    monkeypatch.setattr(step_specs, "STEPS", (*step_specs.STEPS, toy))
+    settings = tmp_path / "tiny.yaml"
+    settings.write_text(yaml.safe_dump({**TINY_SETTINGS, "cluster": {"k": 3, "iterations": 1}}))
+
+    assert main(["step", "count", "--data", str(tiny_decoded), "--iteration", "1", "--out", str(tmp_path / "c.json"),
+                 "--config", str(settings)]) == 0
+    assert json.loads((tmp_path / "c.json").read_text()) == {"videos": 12, "iteration": 1}
+
+    stage = yaml.safe_load(dvc_yaml(2))["stages"]["count"]
+    assert stage["foreach"] == "${iterations}"
+    assert stage["do"]["cmd"] == ("xdc step count --config params.yaml --iteration ${key} --data runs/dvc/decoded "
+                                  "--out runs/dvc/iter_${key}/count.json")
+    assert stage["do"]["outs"] == ["runs/dvc/iter_${key}/count.json"] and stage["do"]["params"] == ["train.split"]
+    assert {"runs/dvc/decoded", "tests/test_cli.py", "xdc_core/steps.py", "xdc_core/store.py"} <= set(stage["do"]["deps"])
+
+    run(tiny_decoded, tmp_path / "run", build_config(yaml.safe_load(settings.read_text())), evaluate=False,
+        progress=False, log=lambda _: None)
+    assert json.loads((tmp_path / "run" / "iter_01" / "count.json").read_text()) == {"videos": 12, "iteration": 1}

@@ -19,7 +19,8 @@ import yaml
 from xdc_core.config import MODALITIES, load_config
 from xdc_core.layout import RunLayout
 from xdc_core.sample_data import SampleSpec
-from xdc_core.step_specs import STEPS, Port, Slot, StepSpec, code_of
+from xdc_core import step_specs
+from xdc_core.step_specs import Port, Slot, StepSpec, code_of
 
 RUN = RunLayout(Path("runs/dvc"))
 SAMPLE = Path("data/sample")
@@ -71,7 +72,7 @@ def stages(iterations: int) -> dict[str, Any]:
             "cmd": " ".join(["xdc decode", CONFIG, f"--manifest {SAMPLE}/manifest.csv --out {decoded} --quiet"]),
             "deps": [str(SAMPLE), *code_of("xdc_core.decode:decode_dataset")], "params": ["data", "decode"], "outs": [decoded]},
     }
-    for spec in STEPS:
+    for spec in step_specs.STEPS:
         for m in MODALITIES if spec.per_modality else ("",):
             if spec.per_iteration:
                 out[spec.stage(m)] = {"foreach": "${iterations}", "do": spec_stage(spec, ITERATION, m)}

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib
+import importlib.util
 import inspect
 import time
 from collections.abc import Callable
@@ -66,7 +68,8 @@ class StepSpec:
     """One step: ``function(**ports, cfg=…)``, and ``modality``, ``iteration``, ``progress`` where it takes them."""
 
     name: str
-    function_name: str  # in xdc_core.steps; by name: declaring imports nothing heavy (`xdc --help`)
+    # "module:function" (default module xdc_core.steps); by name: declaring imports nothing heavy (`xdc --help`)
+    function_name: str
     help: str
     inputs: tuple[Port, ...] = ()
     outputs: tuple[Port, ...] = ()
@@ -81,10 +84,13 @@ class StepSpec:
     component: str | None = None  # its Kubeflow component (components/<name>.py), when it has one
 
     @property
-    def function(self) -> Callable[..., Any]:
-        from . import steps
+    def target(self) -> str:
+        return self.function_name if ":" in self.function_name else f"{__package__}.steps:{self.function_name}"
 
-        return getattr(steps, self.function_name)
+    @property
+    def function(self) -> Callable[..., Any]:
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)
 
     @property
     def ports(self) -> tuple[Port, ...]:
@@ -100,7 +106,7 @@ class StepSpec:
     def code(self) -> list[str]:
         """The files (relative to the repository) its outputs depend on: the modules the step
         function uses, and every module of the package they import, followed transitively."""
-        return code_of(f"{PACKAGE.name}.steps:{self.function_name}")
+        return code_of(self.target)
 
 
 def call(spec: StepSpec, cfg: Config, paths: dict[str, Any], slot: Slot = Slot(), progress: bool = False,
@@ -264,8 +270,9 @@ EVALUATE = StepSpec(
 STEPS: tuple[StepSpec, ...] = (INIT, EMBED, KMEANS, TRAIN, EVALUATE)
 
 
-def iteration_steps(specs: tuple[StepSpec, ...] = STEPS) -> list[StepSpec]:
-    return [s for s in specs if s.per_iteration]
+def iteration_steps() -> list[StepSpec]:
+    """The steps of one iteration, in their order."""
+    return [s for s in STEPS if s.per_iteration]
 
 
 # -- code dependencies, derived from imports -------------------------------------------------------
@@ -343,9 +350,10 @@ def function_deps(target: str) -> set[Path]:
     calls, followed), each with :func:`module_deps`. Per function, not per module: steps.py imports
     the code of every step, and editing the training code must not re-run embedding."""
     module, _, fn = target.partition(":")
-    f = _module_file(module)
-    if f is None:
-        raise ValueError(f"{target}: no module {module} in {PACKAGE}")
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ValueError(f"{target}: no module {module}")
+    f = Path(spec.origin).resolve()
     tree = ast.parse(f.read_text())
     top = _imported(ast.Module(body=[n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))],
                                type_ignores=[]), module, f.name == "__init__.py")
@@ -370,7 +378,7 @@ def function_deps(target: str) -> set[Path]:
     out: set[Path] = set()
     for dep in files:
         out |= module_deps(dep) if dep != f else {f}
-    return out
+    return {p for p in out if p.is_relative_to(REPO)}
 
 
 def code_of(*targets: str) -> list[str]:
