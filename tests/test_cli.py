@@ -16,7 +16,7 @@ def xdc(*args: str) -> subprocess.CompletedProcess:
 def test_help_lists_every_command():
     out = xdc("--help")
     assert out.returncode == 0
-    for command in ("run", "sample-data", "decode", "step", "dvc-yaml", "dataset", "checkpoint", "regress", "pipeline",
+    for command in ("run", "sample-data", "decode", "step", "dvc-yaml", "dvc-remote", "dataset", "checkpoint", "regress", "pipeline",
                     "probe",
                     "config"):
         assert f"    {command}" in out.stdout, command

@@ -29,7 +29,9 @@ from conftest import TINY_SETTINGS
 from s3_server import CLIENT_ENV, S3Server
 
 from xdc_cli.dvc_yaml import dvc_yaml
+from xdc_cli.settings import load_settings_file
 from xdc_core.config import Config, build_config, load_config
+from xdc_core.errors import ConfigError
 from xdc_core.run import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,10 +58,15 @@ def lookup(tree: dict[str, Any], dotted: str) -> Any:
 
 
 def test_params_yaml_is_the_cpu_demo_preset_in_full():
-    params = load_config(REPO / "params.yaml")  # unknown keys would be errors
+    params = load_settings_file(REPO / "params.yaml")  # unknown keys would be errors
     assert params == load_config(REPO / "xdc_core" / "presets" / "cpu-demo.yaml")
-    # every setting is written out, so each is a DVC parameter a stage can declare
-    assert yaml.safe_load((REPO / "params.yaml").read_text()) == json.loads(params.model_dump_json())
+    # every setting is written out, so each is a DVC parameter a stage can declare; and the
+    # pipeline's own parameters: the dataset it decodes
+    tree = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert tree.pop("dvc") == {"dataset": "data/sample"}
+    assert tree == json.loads(params.model_dump_json())
+    with pytest.raises(ConfigError, match="dvc"):  # the section is DVC's params.yaml's only
+        load_config(REPO / "params.yaml")
 
 
 def test_dvc_yaml_is_generated_from_params_yaml():
@@ -92,7 +99,7 @@ def test_generated_stages_declare_their_params_and_code():
     for name in ("sample_data", "decode", "init", "embed_video", "embed_audio", "train_video", "train_audio"):
         body = stages[name].get("do", stages[name])
         assert not any(p in ("cluster", "cluster.k") for p in declared_params(body)), name
-    assert Config.model_fields.keys() == params.keys()
+    assert Config.model_fields.keys() | {"dvc"} == params.keys()
 
 
 # -- a tiny pipeline in its own repository ----------------------------------------------------
@@ -172,7 +179,7 @@ def pipeline(tmp_path_factory) -> Pipeline:
     shutil.copytree(REPO / "xdc_core", path / "xdc_core", ignore=shutil.ignore_patterns("__pycache__"))  # code deps
     params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY_SETTINGS)
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    load_config(path / "params.yaml")
+    load_settings_file(path / "params.yaml")
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # the stages call `xdc`
@@ -258,7 +265,7 @@ def test_changing_k_reruns_kmeans_and_what_follows_only(pipeline):
 def test_repro_computes_what_xdc_run_computes(pipeline, tmp_path):
     """Same data, settings and seed: `dvc repro` (one process per step) and `xdc run` (one process)
     give identical encoders and metrics."""
-    cfg = build_config(yaml.safe_load((pipeline.path / "params.yaml").read_text()))
+    cfg = load_settings_file(pipeline.path / "params.yaml")
     run(pipeline.path / "data/sample/manifest.csv", tmp_path / "run", cfg, progress=False, log=lambda _: None)
     last = pipeline.path / f"runs/dvc/iter_{cfg.cluster.iterations:02d}"
     for m in ("video", "audio"):
@@ -282,14 +289,58 @@ def test_editing_the_training_code_reruns_the_training_stages(pipeline):
     assert ran == trains | {"evaluate"}
 
 
+def test_editing_a_module_a_stage_imports_reruns_that_stage(pipeline):
+    """media/logmel.py is imported by the dataset code, not named by any stage: the derived code
+    dependencies make every stage that reads clips re-run, and only those."""
+    logmel = pipeline.path / "xdc_core" / "media" / "logmel.py"
+    original = logmel.read_text()
+    logmel.write_text(original + "\n# an edit\n")
+    try:
+        dry = pipeline.run("dvc", "repro", "--dry")
+        ran, _ = ran_and_skipped(dry.stdout + dry.stderr)
+        its = [f"{i:02d}" for i in range(1, TINY_SETTINGS["cluster"]["iterations"] + 1)]
+        assert ran == {f"{stage}@{it}" for it in its for stage in ("embed_video", "embed_audio", "kmeans",
+                                                                  "train_video", "train_audio")} | {"evaluate"}
+    finally:
+        logmel.write_text(original)
+    assert "up to date" in pipeline.run("dvc", "status").stdout
+
+
+def test_the_dataset_is_a_parameter(pipeline):
+    """params.yaml's dvc.dataset names the folder the decode stage decodes: another dataset
+    re-runs decoding and all that follows, and nothing before it."""
+    other = pipeline.path / "data" / "other"
+    shutil.copytree(pipeline.path / "data" / "sample", other)
+    (other / "manifest.csv").write_text("\n".join((other / "manifest.csv").read_text().splitlines()[:-1]) + "\n")
+    params_file = pipeline.path / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["dvc"]["dataset"] = "data/other"
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        dry = pipeline.run("dvc", "repro", "--dry")
+        ran, _ = ran_and_skipped(dry.stdout + dry.stderr)
+        assert "decode" in ran and not {"sample_data", "init"} & ran, ran
+        assert "--manifest data/other/manifest.csv" in dry.stdout
+    finally:
+        params_file.write_text(original)
+        shutil.rmtree(other)
+    assert "up to date" in pipeline.run("dvc", "status").stdout
+
+
 def test_push_to_s3_then_pull_into_a_fresh_clone(pipeline, s3_server: S3Server, bucket: str):
-    env = {k: v for k, v in pipeline.env.items() if not k.startswith("AWS_")}
-    env |= {"AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key, **CLIENT_ENV}
-    pipeline.run("dvc", "remote", "add", "-d", "store", f"s3://{bucket}/dvc")
-    pipeline.run("dvc", "remote", "modify", "store", "endpointurl", s3_server.url)
-    git(pipeline.path, "add", "-A")  # dvc.lock, .dvc/config with the remote (no credentials)
+    """The committed remote (.dvc/config), pointed at the server of the project's S3 settings by
+    `xdc dvc-remote` (keys in .dvc/config.local, never committed): push, then a fresh clone pulls."""
+    env = {k: v for k, v in pipeline.env.items() if not k.startswith(("AWS_", "XDC_S3_", "MINIO_"))}
+    env |= s3_server.env()  # XDC_S3_*: the settings every xdc command reads; DVC gets them from config.local
+    xdc = str(BIN / "xdc")
+    pipeline.run(xdc, "dvc-remote", "--url", f"s3://{bucket}/dvc", env=env)
+    assert "remote = minio" in (pipeline.path / ".dvc" / "config").read_text()
+    assert s3_server.secret_key in (pipeline.path / ".dvc" / "config.local").read_text()
+    git(pipeline.path, "add", "-A")  # dvc.lock, .dvc/config (no credentials: config.local is ignored)
     git(pipeline.path, "commit", "-qm", "pipeline results")
-    assert s3_server.secret_key not in (pipeline.path / ".dvc" / "config").read_text()
+    tracked = subprocess.run(["git", "ls-files"], cwd=pipeline.path, capture_output=True, text=True).stdout
+    assert "dvc.lock" in tracked and ".dvc/config.local" not in tracked
 
     pushed = pipeline.run("dvc", "push", env=env)
     assert re.search(r"\d+ files? pushed", pushed.stdout), pushed.stdout
@@ -298,6 +349,7 @@ def test_push_to_s3_then_pull_into_a_fresh_clone(pipeline, s3_server: S3Server, 
     clone = pipeline.path.parent / "clone"
     subprocess.run(["git", "clone", "-q", str(pipeline.path), str(clone)], check=True, capture_output=True)
     assert not (clone / "data").exists() and not (clone / "runs").exists()
+    pipeline.run(xdc, "dvc-remote", "--url", f"s3://{bucket}/dvc", cwd=clone, env=env)  # a teammate's keys
     pipeline.run("dvc", "pull", cwd=clone, env=env)
 
     parts = ("data/sample", "runs/dvc")

@@ -16,15 +16,17 @@ from typing import Any
 
 import yaml
 
-from xdc_core.config import MODALITIES, load_config
+from xdc_core.config import MODALITIES
 from xdc_core.layout import RunLayout
 from xdc_core.sample_data import SampleSpec
+from xdc_cli.settings import DVC_SECTION, load_settings_file
 from xdc_core import step_specs
 from xdc_core.step_specs import Port, Slot, StepSpec, code_of
 
 RUN = RunLayout(Path("runs/dvc"))
 SAMPLE = Path("data/sample")
 CONFIG = "--config params.yaml"
+DATASET = f"{DVC_SECTION}.dataset"  # the parameter naming the dataset the pipeline decodes
 # The DVC templates of an iteration's stage (foreach over ``iterations``) and of the last iteration
 ITERATION = Slot("${key}", "${item.prev}")
 
@@ -68,9 +70,11 @@ def stages(iterations: int) -> dict[str, Any]:
         "sample_data": {
             "cmd": f"xdc sample-data --out {SAMPLE} --videos ${{sample_videos}} --classes ${{sample_classes}}",
             "deps": code_of("xdc_core.sample_data:make_sample_dataset"), "outs": [str(SAMPLE)]},
+        # the dataset is a parameter (params.yaml: dvc.dataset, a folder of manifest.csv and its videos)
         "decode": {
-            "cmd": " ".join(["xdc decode", CONFIG, f"--manifest {SAMPLE}/manifest.csv --out {decoded} --quiet"]),
-            "deps": [str(SAMPLE), *code_of("xdc_core.decode:decode_dataset")], "params": ["data", "decode"], "outs": [decoded]},
+            "cmd": " ".join(["xdc decode", CONFIG, f"--manifest ${{{DATASET}}}/manifest.csv --out {decoded} --quiet"]),
+            "deps": [f"${{{DATASET}}}", *code_of("xdc_core.decode:decode_dataset")], "params": ["data", "decode"],
+            "outs": [decoded]},
     }
     for spec in step_specs.STEPS:
         for m in MODALITIES if spec.per_modality else ("",):
@@ -104,9 +108,39 @@ def dvc_yaml(iterations: int) -> str:
 
 
 def cmd_dvc_yaml(args: argparse.Namespace) -> int:
-    cfg = load_config(args.params)
+    cfg = load_settings_file(args.params)
     args.out.write_text(dvc_yaml(cfg.cluster.iterations))
     print(f"wrote {args.out}: {cfg.cluster.iterations} iterations (cluster.iterations in {args.params})")
+    return 0
+
+
+REMOTE = "minio"  # the default remote of .dvc/config
+
+
+def cmd_dvc_remote(args: argparse.Namespace) -> int:
+    """Point the DVC remote at the server of the project's S3 settings (:class:`xdc_core.store.S3Settings`,
+    the XDC_S3_* variables every xdc command reads): endpoint and keys go to .dvc/config.local,
+    which git ignores, so each user's keys stay on their machine."""
+    import shutil
+    import subprocess
+    import sys
+
+    from xdc_core.errors import ConfigError
+    from xdc_core.store import S3Settings
+
+    s3 = S3Settings.from_env()
+    dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
+    if not Path(dvc).is_file():
+        raise ConfigError("dvc is not installed: pip install -e '.[storage]'")
+    options = {"endpointurl": s3.url, "access_key_id": s3.access_key, "secret_access_key": s3.secret_key}
+    options |= {"url": args.url} if args.url else {}
+    for option, value in options.items():
+        r = subprocess.run([dvc, "remote", "modify", "--local", args.name, option, value], capture_output=True,
+                           text=True, check=False)
+        if r.returncode != 0:
+            raise ConfigError(f"dvc remote modify --local {args.name} {option}: {r.stderr.strip() or r.stdout.strip()}")
+    print(f"DVC remote {args.name!r}: endpoint {s3.url}" + (f", {args.url}" if args.url else "")
+          + "; keys in .dvc/config.local")
     return 0
 
 
@@ -116,3 +150,8 @@ def add_dvc_yaml_parser(sub: Any) -> None:
     p.add_argument("--params", type=Path, default=Path("params.yaml"), help="DVC's parameters file (default params.yaml)")
     p.add_argument("--out", type=Path, default=Path("dvc.yaml"), help="where to write (default dvc.yaml)")
     p.set_defaults(func=cmd_dvc_yaml)
+
+    p = sub.add_parser("dvc-remote", help="point the DVC remote at the S3 server of XDC_S3_* (keys: .dvc/config.local)")
+    p.add_argument("--name", default=REMOTE, help=f"the remote (default {REMOTE}, the default remote of .dvc/config)")
+    p.add_argument("--url", help="another bucket and prefix, e.g. s3://mybucket/xdc (default: that of .dvc/config)")
+    p.set_defaults(func=cmd_dvc_remote)

@@ -19,6 +19,11 @@ from xdc_core.config import PRESETS, Config, load_config, parse_config, preset_p
 from xdc_core.errors import ConfigError
 
 
+# The section of DVC's parameters file (params.yaml) that holds the pipeline's own parameters
+# (dvc.yaml reads them: the dataset), not settings; every other key there is a setting.
+DVC_SECTION = "dvc"
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number >= 1 (argparse exits 2 naming the option otherwise)."""
     try:
@@ -78,4 +83,13 @@ def load_settings(
     if args.config is not None and store.is_remote(args.config):  # e.g. a PyTorchJob's pods: no shared disk
         return parse_config(store.read_bytes(args.config).decode(), values, args.config), Path(args.config)
     path = config_path(args.config, gpu)
-    return load_config(path, values), path
+    return load_settings_file(path, values), path
+
+
+def load_settings_file(path: Path, values: Mapping[str, Any] | None = None) -> Config:
+    """:func:`~xdc_core.config.load_config`, but a ``dvc`` section (in DVC's params.yaml) is left out."""
+    tree = yaml.safe_load(path.read_text()) if path.is_file() else None
+    if isinstance(tree, dict) and DVC_SECTION in tree:
+        tree.pop(DVC_SECTION)
+        return parse_config(yaml.safe_dump(tree), dict(values or {}), str(path))
+    return load_config(path, dict(values or {}))

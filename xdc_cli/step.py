@@ -53,7 +53,7 @@ def cmd_step(args: argparse.Namespace) -> int:
         paths |= {p.name: getattr(args, p.name) if p.direct else
                   stack.enter_context(local_output(getattr(args, p.name), p.folder)) for p in spec.outputs}
         result = call(spec, cfg, paths, slot, progress=args.progress, processes=args.nproc_per_node,
-                      **({"log": lambda line: print(line, flush=True)} if spec.name == "evaluate" else {}))
+                      log=lambda line: print(line, flush=True))
     if spec.report is not None:
         print(spec.report(result, cfg, slot))
     print(f"{_what(spec, args)} → " + ", ".join(f"{p.name} {getattr(args, p.name)}" for p in spec.outputs

@@ -21,7 +21,7 @@ import importlib.util
 import inspect
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ class Port:
 
 @dataclass(frozen=True)
 class StepSpec:
-    """One step: ``function(**ports, cfg=…)``, and ``modality``, ``iteration``, ``progress`` where it takes them."""
+    """One step: ``function(**ports, cfg=…)``, and ``modality``, ``iteration``, ``progress``, ``log`` where it takes them."""
 
     name: str
     # "module:function" (default module xdc_core.steps); by name: declaring imports nothing heavy (`xdc --help`)
@@ -110,12 +110,12 @@ class StepSpec:
 
 
 def call(spec: StepSpec, cfg: Config, paths: dict[str, Any], slot: Slot = Slot(), progress: bool = False,
-         processes: int = 1, **extra: Any) -> Any:
+         processes: int = 1, log: Callable[[str], None] = print) -> Any:
     """Run the step with the given port paths; the runner's edge: what it measured is recorded
     (Prometheus) here, never inside the step. ``processes`` > 1: data-parallel on this machine."""
     takes = inspect.signature(spec.function).parameters
-    given = {"progress": progress, "modality": slot.modality, "iteration": slot.iteration}
-    kwargs: dict[str, Any] = {**paths, "cfg": cfg, **{k: v for k, v in given.items() if k in takes}, **extra}
+    given = {"progress": progress, "modality": slot.modality, "iteration": slot.iteration, "log": log}
+    kwargs: dict[str, Any] = {**paths, "cfg": cfg, **{k: v for k, v in given.items() if k in takes}}
     started = time.perf_counter()
     if spec.data_parallel:
         from . import distributed
