@@ -11,7 +11,7 @@ bf16 autocast on CUDA, SGD) for two epochs through ``xdc_core.train.train_encode
   decoding is not measured (the path this script measured before): model speed alone.
 
 Epoch 1 is warm-up (DataLoader start, cuDNN autotuning, ``torch.compile``); epoch 2 is measured. Per
-configuration it reports, from the per-step timings ``train_encoder`` gives its ``monitor``:
+configuration it reports, from the per-step timings ``train_encoder`` gives its ``observer``:
 
 * ``clips_per_s``: batch / the median step time (data wait + compute) over epoch 2, and
   ``clips_per_s_epoch2``: epoch 2's clips over its wall time (DataLoader start included);
