@@ -23,7 +23,7 @@ import torch
 from xdc_core.config import MODALITIES, load_config
 from xdc_core.dataset import ClipDataset
 from xdc_core.steps import init_encoder
-from xdc_core.train import train_encoder
+from xdc_core.train import Observer, train_encoder
 
 
 def steps_per_second(decoded: Path, cfg, modality: str, epochs: int) -> tuple[float, float]:
@@ -37,15 +37,16 @@ def steps_per_second(decoded: Path, cfg, modality: str, epochs: int) -> tuple[fl
     rates: list[float] = []
     last = [time.perf_counter()]
 
-    def tick(_epoch: int, _result: object) -> None:
-        now = time.perf_counter()
-        rates.append(cfg.train.epoch_size / cfg.train.batch_size / (now - last[0]))
-        last[0] = now
+    class Tick(Observer):
+        def epoch(self, _result: object, _gpu_peak_bytes: int | None) -> None:
+            now = time.perf_counter()
+            rates.append(cfg.train.epoch_size / cfg.train.batch_size / (now - last[0]))
+            last[0] = now
 
     tc = cfg.train.model_copy(update={"total_epochs": epochs, "warmup_epochs": 0, "val_fraction": 0.0})
     last[0] = time.perf_counter()
     train_encoder(init_encoder(modality, cfg), modality, train, val, [labels], tc, 0, torch.device("cpu"),
-                  progress=False, on_epoch_end=tick)
+                  progress=False, observer=Tick())
     return statistics.median(rates), build
 
 

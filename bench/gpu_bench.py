@@ -11,7 +11,7 @@ bf16 autocast on CUDA, SGD) for two epochs through ``xdc_core.train.train_encode
   decoding is not measured (the path this script measured before): model speed alone.
 
 Epoch 1 is warm-up (DataLoader start, cuDNN autotuning, ``torch.compile``); epoch 2 is measured. Per
-configuration it reports, from the per-step timings ``train_encoder`` gives its ``monitor``:
+configuration it reports, from the per-step timings ``train_encoder`` gives its ``observer``:
 
 * ``clips_per_s``: batch / the median step time (data wait + compute) over epoch 2, and
   ``clips_per_s_epoch2``: epoch 2's clips over its wall time (DataLoader start included);
@@ -64,7 +64,7 @@ from xdc_core.decode import decode_dataset
 from xdc_core.models import model_input
 from xdc_core.sample_data import SampleSpec, make_sample_dataset
 from xdc_core.steps import init_encoder
-from xdc_core.train import train_encoder
+from xdc_core.train import Observer, Step, TrainResult, train_encoder
 
 SECTION = "train_throughput"
 HEAD_CLASSES = 256  # the paper's k for Kinetics (Table 2): the head the FLOP count includes
@@ -96,19 +96,25 @@ class InMemoryClips(Dataset[dict[str, Any]]):
         return {"video": x, "index": i, "label": -1}
 
 
-class StepRecorder:
-    """Stands in for ``xdc_core.metrics.TrainMonitor``: keeps every step's timing, by epoch."""
+class StepRecorder(Observer):
+    """Keeps every step's timing, by epoch, and when each epoch ended (the device synchronised)."""
 
-    def __init__(self) -> None:
-        self.epoch_index = 1  # the epoch the next steps belong to
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
         self.steps: list[tuple[int, int, float, float]] = []  # (epoch, clips, data wait s, compute s)
+        self.ends: list[float] = []
         self.gpu_peak_bytes: int | None = None
 
-    def step(self, loss: float, lr: float, clips: int, waited_s: float, busy_s: float) -> None:
-        self.steps.append((self.epoch_index, clips, waited_s, busy_s))
+    def log(self, line: str) -> None:
+        pass
 
-    def epoch(self, epochs: int, heldout_loss: float | None, gpu_peak_bytes: int | None) -> None:
-        self.epoch_index = epochs + 1
+    def step(self, step: Step) -> None:
+        self.steps.append((step.epoch, step.clips, step.waited_s, step.busy_s))
+
+    def epoch(self, result: TrainResult, gpu_peak_bytes: int | None) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.ends.append(time.perf_counter())
         self.gpu_peak_bytes = gpu_peak_bytes
 
 
@@ -194,18 +200,12 @@ def measure(source: str, train_set: Dataset[dict[str, Any]], val_set: Dataset[di
         trunk.compile()  # in place: train_encoder wraps the trunk in its Classifier with the heads
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    recorder = StepRecorder()
-    ends: list[float] = []
-
-    def on_epoch_end(epoch: int, _: object) -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        ends.append(time.perf_counter())
-
+    recorder = StepRecorder(device)
     labels = np.arange(n_videos) % HEAD_CLASSES  # balanced pseudo-labels: the sampler draws evenly over them
     started = time.perf_counter()
     train_encoder(trunk, "video", train_set, val_set, [labels], train_cfg, seed=0, device=device, progress=False,
-                  on_epoch_end=on_epoch_end, monitor=recorder, log=lambda _line: None)  # type: ignore[arg-type]
+                  observer=recorder)
+    ends = recorder.ends
     timed = [s for s in recorder.steps if s[0] == 2]
     total = [w + b for _, _, w, b in timed]
     step_s = statistics.median(total)

@@ -18,7 +18,7 @@ from xdc_core import distributed
 from xdc_core.config import build_config
 from xdc_core.dataset import ClipDataset
 from xdc_core.steps import init_encoder
-from xdc_core.train import train_encoder
+from xdc_core.train import Observer, train_encoder
 
 
 class Recorded(Dataset):
@@ -43,10 +43,14 @@ def main(decoded: Path, out: Path) -> None:
     labels = np.array(val.labels)  # the true classes: targets the encoder can learn
     trunk = init_encoder("audio", cfg)
     sums: list[float] = []
+
+    class Checksums(Observer):
+        def step(self, step):
+            sums.append(float(sum(p.detach().double().sum() for p in trunk.parameters())))
     with distributed.process_group(torch.device("cpu")) as world:
         result, _ = train_encoder(
             trunk, "audio", train, val, [labels], cfg.train, 0, torch.device("cpu"), progress=False,
-            on_step_end=lambda _e, _s: sums.append(float(sum(p.detach().double().sum() for p in trunk.parameters()))),
+            observer=Checksums(),
         )
     (out / f"rank{world.rank}.json").write_text(json.dumps(
         {"sums": sums, "seeds": train.seeds, "train_loss": result.train_loss, "world": world.size}))

@@ -19,7 +19,7 @@ from xdc_core import store
 from xdc_core.config import build_config
 from xdc_core.dataset import ClipDataset
 from xdc_core.models import build_trunk
-from xdc_core.train import effective_lr, epoch_samples, split_holdout, train_encoder
+from xdc_core.train import Observer, effective_lr, epoch_samples, split_holdout, train_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
@@ -70,17 +70,22 @@ def test_a_run_stopped_mid_epoch_resumes_at_that_step(audio_setup, tmp_path):
     class Killed(Exception):
         pass
 
-    def stop(epoch, step):
-        if (epoch, step) == (1, 5):
-            raise Killed
+    class StopInEpoch2(Observer):
+        def step(self, step):
+            if (step.epoch, step.step) == (2, 5):
+                raise Killed
+
+    class Lines(Observer):
+        def log(self, line):
+            lines.append(line)
 
     with pytest.raises(Killed):
         train_encoder(fresh(), "audio", train, val, targets, schedule, 5, torch.device("cpu"), ckpt_dir=tmp_path,
-                      progress=False, on_step_end=stop)
+                      progress=False, observer=StopInEpoch2())
     lines = []
     resumed = fresh()
     r_resumed, _ = train_encoder(resumed, "audio", train, val, targets, schedule, 5, torch.device("cpu"),
-                                 ckpt_dir=tmp_path, progress=False, log=lines.append)
+                                 ckpt_dir=tmp_path, progress=False, observer=Lines())
     assert any("epoch 2, step 5" in line for line in lines), lines
     assert r_resumed.train_loss == r_whole.train_loss and r_resumed.val_loss == r_whole.val_loss
     for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):

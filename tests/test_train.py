@@ -10,6 +10,7 @@ from xdc_core.dataset import ClipDataset
 from xdc_core.models import build_trunk
 from xdc_core.train import (
     EARLY_STOP_MIN_HELD_OUT,
+    Observer,
     UniformLabelSampler,
     chance_loss,
     early_stopping,
@@ -96,14 +97,15 @@ def test_resume_reproduces_uninterrupted_run(setup, tmp_path):
     class Killed(Exception):
         pass
 
-    def kill_after_first(epoch, _result):
-        if epoch == 1:
-            raise Killed
+    class KillAfterFirst(Observer):
+        def epoch(self, result, _gpu_peak_bytes):
+            if result.epochs == 1:
+                raise Killed
 
     parts = fresh()
     with pytest.raises(Killed):
         train_encoder(parts, "audio", train, val, targets, schedule, 5, torch.device("cpu"),
-                      ckpt_dir=tmp_path / "b", progress=False, on_epoch_end=kill_after_first)
+                      ckpt_dir=tmp_path / "b", progress=False, observer=KillAfterFirst())
     resumed = fresh()  # a new process would start from scratch weights, then load the checkpoint
     r_resumed, _ = train_encoder(resumed, "audio", train, val, targets, schedule, 5, torch.device("cpu"),
                                  ckpt_dir=tmp_path / "b", progress=False)

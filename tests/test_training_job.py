@@ -245,6 +245,13 @@ def test_rendering_does_not_change_the_template():
     assert tj.template_text() == before and _render(4, 8) == first
 
 
+def test_memory_limit_adds_quantities_of_any_unit():
+    assert tj._add_quantities("1.5Gi", "512Mi") == "2Gi"
+    assert tj._add_quantities("500M", "12Mi") == str(500_000_000 + 12 * 2**20)  # decimal units: bytes
+    with pytest.raises(ConfigError, match="not memory quantities such as 48Gi"):
+        tj._add_quantities("lots", "16Gi")
+
+
 def test_torchrun_reads_what_the_operator_sets():
     """The command's $(VAR)s are the variables the operator puts on each pod (PET_NNODES,
     PET_NODE_RANK, MASTER_ADDR, MASTER_PORT: pkg/controller.v1/pytorch/envvar.go and master.go),

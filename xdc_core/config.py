@@ -179,8 +179,8 @@ class TrainConfig(Schedule):
     early_stop: bool | Literal["auto"] = Field(
         "auto",
         description="stop when the held-out pseudo-label loss rises `patience` epochs in a row and keep the best "
-        "epoch; auto = only when the held-out slice has enough videos per pseudo-class for that loss to be "
-        "trustworthy (xdc_core/train.py, EARLY_STOP_MIN_PER_CLASS)",
+        "epoch; auto = only when the held-out slice has enough videos for that loss to be trustworthy "
+        "(xdc_core/train.py, EARLY_STOP_MIN_HELD_OUT: 100)",
     )
     patience: Int = Field(3, ge=1, le=100, description="consecutive rising epochs that stop training")
     val_fraction: Float = Field(0.1, ge=0, lt=1, description="held-out slice of the unlabelled videos")

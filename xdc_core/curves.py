@@ -1,10 +1,8 @@
-"""The learning curves of a run as one PNG, drawn with PIL from the plot data of :mod:`xdc_core.plots`.
+"""The learning curves of a run as one PNG, drawn with matplotlib from the plot data of :mod:`xdc_core.plots`.
 
 Per iteration: cluster quality (purity and NMI against the labels, NMI with the previous
 iteration), the video–audio cluster agreement against its chance level, and the cluster sizes;
-per epoch, the pseudo-label losses; and the linear-probe top-1 when the run was evaluated. PIL
-(a torchvision dependency) instead of matplotlib (a dev-only dependency): every image that runs
-a step can draw them.
+per epoch, the pseudo-label losses; and the linear-probe top-1 when the run was evaluated.
 
 :func:`panels` turns plot rows into what to draw (pure); :func:`render_png` draws it; :func:`curves_html`
 wraps the PNG in a self-contained page (the Kubeflow evaluate component's visualisation).
@@ -20,10 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-PANEL_W, PANEL_H = 480, 320
-MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 52, 14, 28, 74  # the bottom margin holds the x axis and the legend
-COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]  # tab10: tells 10 series apart
+PANEL_W, PANEL_H, DPI = 480, 320, 100  # pixels per panel
 
 
 @dataclass(frozen=True)
@@ -72,91 +67,45 @@ def panels(rows: Mapping[str, list[Mapping[str, Any]]]) -> list[Panel]:
     return [p for p in out if p.series or p.bars]
 
 
-def _ticks(lo: float, hi: float, integer: bool) -> list[float]:
-    """About 5 round tick values covering lo..hi (whole numbers only when ``integer``)."""
-    span = hi - lo
-    raw = span / 5 if span > 0 else 1.0
-    step = 10 ** math.floor(math.log10(raw))
-    step *= next(m for m in (1, 2, 5, 10) if step * m >= raw)
-    if integer:
-        step = max(1.0, round(step))
-    first = math.ceil(lo / step - 1e-9) * step
-    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
-
-
-def _range(values: list[float], fixed: tuple[float, float] | None) -> tuple[float, float]:
-    if fixed is not None:
-        return fixed
-    lo, hi = min(values), max(values)
-    pad = (hi - lo) * 0.08 or max(abs(hi) * 0.1, 0.5)  # a flat line still gets a visible band
-    return lo - pad, hi + pad
-
-
-def _draw_lines(draw: Any, font: Any, p: Panel, x0: int, y0: int) -> None:
-    left, top = x0 + MARGIN_L, y0 + MARGIN_T
-    right, bottom = x0 + PANEL_W - MARGIN_R, y0 + PANEL_H - MARGIN_B
-    xs = [x for s in p.series for x, _ in s.points]
-    ys = [y for s in p.series for _, y in s.points]
-    xlo, xhi = (min(xs), max(xs)) if max(xs) > min(xs) else (min(xs) - 0.5, max(xs) + 0.5)
-    ylo, yhi = _range(ys, p.y_range)
-
-    def at(x: float, y: float) -> tuple[float, float]:
-        return left + (x - xlo) / (xhi - xlo) * (right - left), bottom - (y - ylo) / (yhi - ylo) * (bottom - top)
-
-    for t in _ticks(ylo, yhi, False):
-        _, ty = at(xlo, t)
-        draw.line([(left, ty), (right, ty)], fill=(232, 232, 232))
-        draw.text((left - 4, ty), f"{t:.3g}", fill=(80, 80, 80), font=font, anchor="rm")
-    integer = all(float(x).is_integer() for x in xs)
-    for t in _ticks(xlo, xhi, integer):
-        tx, _ = at(t, ylo)
-        draw.line([(tx, bottom), (tx, bottom + 3)], fill=(80, 80, 80))
-        draw.text((tx, bottom + 5), f"{t:g}", fill=(80, 80, 80), font=font, anchor="mt")
-    draw.rectangle([left, top, right, bottom], outline=(160, 160, 160))
-    draw.text(((left + right) / 2, bottom + 20), p.x_label, fill=(80, 80, 80), font=font, anchor="mt")
-    lx, ly = left, bottom + 38
-    for i, s in enumerate(p.series):
-        colour = COLOURS[i % len(COLOURS)]
-        pts = [at(x, y) for x, y in s.points]
-        if len(pts) > 1:
-            draw.line(pts, fill=colour, width=2)
-        for px, py in pts:  # markers: a one-iteration run still shows its values
-            draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
-        width = 18 + draw.textlength(s.label, font=font) + 14
-        if lx + width > right and lx > left:
-            lx, ly = left, ly + 16
-        draw.line([(lx, ly + 6), (lx + 14, ly + 6)], fill=colour, width=3)
-        draw.text((lx + 18, ly), s.label, fill=(40, 40, 40), font=font)
-        lx += width
-
-
-def _draw_bars(draw: Any, font: Any, p: Panel, x0: int, y0: int) -> None:
-    label_w = max(draw.textlength(label, font=font) for label, _ in p.bars) + 8
-    left, right = x0 + 8 + label_w, x0 + PANEL_W - MARGIN_R - 40
-    row = min(26, (PANEL_H - MARGIN_T - 10) // len(p.bars))
-    for i, (label, value) in enumerate(p.bars):
-        top = y0 + MARGIN_T + i * row
-        draw.text((left - 6, top + row / 2), label, fill=(40, 40, 40), font=font, anchor="rm")
-        end = left + max(0.0, min(1.0, value)) * (right - left)
-        draw.rectangle([left, top + 3, end, top + row - 3], fill=COLOURS[0 if "random" not in label else 7])
-        draw.text((end + 4, top + row / 2), f"{value:.3f}", fill=(40, 40, 40), font=font, anchor="lm")
-
-
 def render_png(chart: list[Panel], columns: int = 2) -> bytes:
-    """The panels in a grid of ``columns``, as PNG bytes."""
-    from PIL import Image, ImageDraw, ImageFont
+    """The panels in a grid of ``columns``, each ``PANEL_W`` x ``PANEL_H`` pixels, as PNG bytes."""
+    from matplotlib.figure import Figure  # not pyplot: no global figure state, no GUI backend
 
     rows = max(1, math.ceil(len(chart) / columns))
-    img = Image.new("RGB", (PANEL_W * columns, PANEL_H * rows), "white")
-    draw = ImageDraw.Draw(img)
-    font, title = ImageFont.load_default(size=12), ImageFont.load_default(size=14)
-    for i, p in enumerate(chart):
-        x0, y0 = (i % columns) * PANEL_W, (i // columns) * PANEL_H
-        draw.text((x0 + PANEL_W / 2, y0 + 6), p.title, fill=(0, 0, 0), font=title, anchor="mt")
-        (_draw_bars if p.bars else _draw_lines)(draw, font, p, x0, y0)
+    fig = Figure(figsize=(columns * PANEL_W / DPI, rows * PANEL_H / DPI), dpi=DPI, layout="constrained")
+    cells = fig.subfigures(rows, columns, squeeze=False).ravel()  # each panel laid out on its own
+    for cell, p in zip(cells, chart, strict=False):
+        ax = cell.add_subplot()
+        (_draw_bars if p.bars else _draw_lines)(ax, p)
+        ax.set_title(p.title, fontsize=10)
     buf = io.BytesIO()
-    img.save(buf, "PNG", optimize=True)
+    fig.savefig(buf, format="png", metadata={"Software": None})  # no version stamp: the same data, the same bytes
     return buf.getvalue()
+
+
+def _draw_lines(ax: Any, p: Panel) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    for s in p.series:
+        xs, ys = zip(*s.points, strict=True)
+        ax.plot(xs, ys, marker="o", markersize=4, linewidth=2, label=s.label)  # markers: one point still shows
+    if p.y_range is not None:
+        ax.set_ylim(*p.y_range)
+    if all(float(x).is_integer() for s in p.series for x, _ in s.points):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations and epochs: no 1.5
+    ax.set_xlabel(p.x_label, fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, fontsize=8, frameon=False)
+
+
+def _draw_bars(ax: Any, p: Panel) -> None:
+    labels, values = zip(*p.bars, strict=True)
+    bars = ax.barh(labels, values, color=["C7" if "random" in label else "C0" for label in labels])
+    ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=3)
+    ax.invert_yaxis()  # the first bar on top
+    ax.set_xlim(0, 1.15)  # top-1 is a fraction; room for the value labels
+    ax.tick_params(labelsize=8)
 
 
 def curves_html(title: str, png: bytes) -> str:

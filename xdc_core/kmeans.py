@@ -6,7 +6,7 @@ point to its nearest centroid, then re-split the largest clusters until no clust
 empty cluster would be a pseudo-label that never gets a training example). The assignments are
 the pseudo-labels that supervise the *other* modality's encoder.
 
-Pure numpy/faiss, no torch and no I/O, so it is easy to test and to run on a CPU. With
+numpy and faiss (scikit-learn for NMI and purity), no torch and no I/O, so it is easy to test and to run on a CPU. With
 ``use_gpu`` faiss trains and assigns on all the GPUs it sees (limit them with
 ``CUDA_VISIBLE_DEVICES``); without faiss-gpu or a visible GPU it runs on the CPU and logs one
 warning. Memory: one float32 copy of the features (two with PCA: the whitened copy is smaller or
@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 
 import faiss
 import numpy as np
+from sklearn.metrics import normalized_mutual_info_score
+from sklearn.metrics.cluster import contingency_matrix
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +73,9 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 def _l2_normalize_inplace(x: np.ndarray) -> None:
     """:func:`l2_normalize` of a float32 C-contiguous array, in place, block by block.
 
-    numpy's norm and division rather than ``faiss.normalize_L2`` (also in place, and faster): the
-    numbers stay bit-identical to the earlier whole-array version, so a seed gives the same
-    clusters as before.
+    numpy's norm and division rather than ``faiss.normalize_L2`` (in place too, and faster): the two
+    round differently, and a switch would change the clusters every seed gives. Each row is
+    normalised on its own, so the block size changes no bit.
     """
     step = _block_rows(x.shape[1])
     for start in range(0, x.shape[0], step):
@@ -114,25 +116,12 @@ def pca_whiten(x: np.ndarray, dim: int) -> np.ndarray:
 
 
 def nmi(a: np.ndarray, b: np.ndarray) -> float:
-    """Normalized mutual information, MI / mean(H(a), H(b)) (sklearn's default normalisation)."""
+    """Normalized mutual information, MI / mean(H(a), H(b)): scikit-learn's arithmetic normalisation
+    (its default; DeepCluster's NMI between successive clusterings)."""
     a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
     if a.shape != b.shape:
         raise ValueError(f"nmi: the labelings differ in length ({a.size} vs {b.size})")
-    _, ia = np.unique(a, return_inverse=True)
-    _, ib = np.unique(b, return_inverse=True)
-    ka, kb = int(ia.max(initial=-1)) + 1, int(ib.max(initial=-1)) + 1
-    if ka <= 1 and kb <= 1:
-        return 1.0  # both trivial (one cluster, or empty): identical by convention, as sklearn
-    joint = np.zeros((ka, kb), dtype=np.float64)
-    np.add.at(joint, (ia, ib), 1.0)
-    joint /= a.size
-    pa, pb = joint.sum(axis=1), joint.sum(axis=0)
-    nz = joint > 0
-    mi = float(np.sum(joint[nz] * np.log(joint[nz] / np.outer(pa, pb)[nz])))
-    ha, hb = -float(np.sum(pa * np.log(pa))), -float(np.sum(pb * np.log(pb)))
-    if mi <= 0.0:
-        return 0.0  # also covers one labeling being a single cluster (MI = 0)
-    return min(1.0, mi / ((ha + hb) / 2))
+    return float(normalized_mutual_info_score(a, b, average_method="arithmetic"))
 
 
 def nmi_with_chance(a: np.ndarray, b: np.ndarray, seed: int, shuffles: int = 10) -> dict[str, float]:
@@ -156,11 +145,8 @@ def cross_modal_nmi(video: np.ndarray, audio: np.ndarray, seed: int) -> dict[str
 
 def purity(assignments: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of points whose label is the majority label of their cluster."""
-    _, ic = np.unique(np.asarray(assignments).ravel(), return_inverse=True)
-    _, il = np.unique(np.asarray(labels).ravel(), return_inverse=True)
-    counts = np.zeros((ic.max() + 1, il.max() + 1), dtype=np.int64)
-    np.add.at(counts, (ic, il), 1)
-    return float(counts.max(axis=1).sum() / ic.size)
+    counts = contingency_matrix(np.asarray(assignments).ravel(), np.asarray(labels).ravel())  # [clusters, labels]
+    return float(counts.max(axis=1).sum() / counts.sum())
 
 
 def _faiss_gpus(use_gpu: bool) -> int:

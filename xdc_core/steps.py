@@ -33,7 +33,7 @@ from .manifest import read_manifest
 from .methods import feature_sets, targets
 from .models import Modality, build_trunk
 from .store import atomic_write, write_json
-from .train import train_encoder
+from .train import Reporter, train_encoder
 
 
 @contextmanager
@@ -346,7 +346,7 @@ def train_on_targets(
         result, _ = train_encoder(
             trunk, modality, train_set, val_set, heads, cfg.train, cfg.seed * 1000 + iteration,
             distributed.rank_device(device), ckpt_dir=ckpt_dir, progress=progress,
-            monitor=metrics.TrainMonitor(modality, cfg.cluster.method, iteration), log=log,
+            observer=Reporter(log, metrics.TrainMonitor(modality, cfg.cluster.method, iteration)),
         )
         if world.main:
             save_encoder(trunk, Path(out))

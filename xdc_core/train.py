@@ -25,7 +25,7 @@ import math
 import posixpath
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,17 +258,111 @@ def _val_loss(model: Classifier, modality: str, loader: DataLoader[dict[str, Any
     return total / max(n, 1)
 
 
+class EarlyStopping:
+    """Early stopping on the held-out pseudo-label loss: keeps the best epoch's trunk weights and says
+    when the loss has risen ``patience`` epochs in a row.
+
+    An epoch is kept only if its held-out loss beats chance (ln k): targets that the trunk can only
+    memorise (no better than chance on held-out videos) teach it nothing, and it keeps the weights it
+    started from (epoch 0), as the paper's early stop would. Switched off, it keeps the last epoch.
+    """
+
+    def __init__(self, cfg: TrainConfig, held_out: int, classes: Sequence[int], trunk: nn.Module) -> None:
+        self.on, self.why = early_stopping(cfg, held_out)
+        self.patience, self.chance = cfg.patience, chance_loss(classes)
+        # The checkpointed state: the loss to beat, the epoch that beat it, its trunk weights.
+        self.best: dict[str, Any] = {"val": math.inf, "epoch": 0, "trunk": None}
+        if self.on:
+            self.best = {"val": self.chance, "epoch": 0, "trunk": copy.deepcopy(trunk.state_dict())}
+
+    def update(self, trunk: nn.Module, epoch: int, val: float, val_losses: Sequence[float]) -> str:
+        """After ``epoch`` (1-based) with held-out loss ``val``: why to stop now, "" to go on."""
+        if not self.on:
+            return ""
+        if val < self.best["val"]:
+            self.best = {"val": val, "epoch": epoch, "trunk": copy.deepcopy(trunk.state_dict())}
+        rises = rising_streak(val_losses)
+        return f"early stop: held-out loss rose {rises} epochs in a row" if rises >= self.patience else ""
+
+    def finish(self, trunk: nn.Module, reason: str) -> str:
+        """Training ends for ``reason``: ``trunk`` gets the kept weights; the reason says which they are."""
+        if not self.on:
+            return reason
+        self.restore(trunk)
+        if self.best["epoch"]:
+            return f"{reason}; kept epoch {self.best['epoch']}"
+        return f"{reason}; kept the starting weights: no epoch's held-out loss beat chance (ln k = {self.chance:.2f})"
+
+    def restore(self, trunk: nn.Module) -> None:
+        if self.best["trunk"] is not None:
+            trunk.load_state_dict(self.best["trunk"])
+
+    def best_epoch(self, epochs: int) -> int:
+        return self.best["epoch"] if self.best["trunk"] is not None else epochs
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint holds and a resumed run continues from: the model, the optimizer, the early
+    stopping, the result so far, and where the run is: the next ``step`` of ``epoch`` (0-based),
+    with the summed loss and item count of that epoch so far (``totals``)."""
+
+    model: Classifier
+    opt: torch.optim.Optimizer
+    stopper: EarlyStopping
+    result: TrainResult
+    epoch: int = 0
+    step: int = 0
+    totals: list[float] = field(default_factory=lambda: [0.0, 0.0])
+
+    def end_epoch(self, val: float | None, total_epochs: int) -> None:
+        """Epoch ``self.epoch`` ended with held-out loss ``val`` (None: nothing held out): record it,
+        and whether and why training stops (``result.stop_reason``, then with the kept weights)."""
+        r, trunk = self.result, self.model.trunk
+        r.train_loss.append(round(self.totals[0] / max(self.totals[1], 1), 5))
+        self.epoch, self.step, self.totals = self.epoch + 1, 0, [0.0, 0.0]
+        r.epochs = self.epoch
+        if val is not None:
+            r.val_loss.append(round(val, 5))
+            r.stop_reason = self.stopper.update(trunk, self.epoch, val, r.val_loss)
+        if not r.stop_reason and self.epoch == total_epochs:
+            r.stop_reason = f"completed {total_epochs} epochs"
+        if r.stop_reason:
+            r.stop_reason = self.stopper.finish(trunk, r.stop_reason)
+        r.best_epoch = self.stopper.best_epoch(r.epochs)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "step": self.step, "totals": self.totals, "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(), "result": asdict(self.result), "best": self.stopper.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.result = TrainResult(**state["result"])
+        self.stopper.best = state["best"]
+        self.epoch, self.step, self.totals = state["epoch"], state["step"], state["totals"]
+        self.result.resumed_from = self.epoch
+
+
 class Checkpoints:
     """The resumable state of one training run at ``where``/last.pt: a folder or an object-store
     prefix (``s3://…``; a preempted pod's disk is gone, the bucket is not). Rank 0 writes."""
 
-    def __init__(self, where: str | Path | None, log: Callable[[str], None]) -> None:
+    def __init__(self, where: str | Path | None, fingerprint: str, log: Callable[[str], None]) -> None:
         self.uri = None if where is None else f"{str(where).rstrip('/')}/last.pt"
-        self.log = log
+        self.fingerprint, self.log = fingerprint, log
         self.saved_at = time.monotonic()
         self.in_place: str | None = None  # the SHA-256 of the checkpoint file now at uri, once known
 
-    def load(self, fingerprint: str, device: torch.device) -> dict[str, Any] | None:
+    def resume(self, state: TrainState, device: torch.device) -> bool:
+        """Load the saved state into ``state`` if there is one for this very run."""
+        saved = self.load(device)
+        if saved is None:
+            return False
+        state.load_state_dict(saved)
+        return True
+
+    def load(self, device: torch.device) -> dict[str, Any] | None:
         """The saved state if there is one for this very run (same targets, settings, seed, ranks).
 
         Checked before use: its SHA-256 must be one the digest file beside it lists (a damaged or
@@ -292,7 +386,7 @@ class Checkpoints:
         except Exception as err:  # torch raises several types for foreign, damaged or code-carrying files
             raise RunError(f"{self.uri} is not a training checkpoint xdc wrote ({type(err).__name__}: "
                            f"{_first_line(err)}); {fix}") from None
-        if state["fingerprint"] != fingerprint:
+        if state["fingerprint"] != self.fingerprint:
             self.log(f"checkpoint {self.uri} is of another run (targets, settings or ranks differ): starting over")
             return None
         return state
@@ -312,11 +406,11 @@ class Checkpoints:
         """Whether ``minutes`` have passed since the last save (0: always)."""
         return time.monotonic() - self.saved_at >= minutes * 60
 
-    def save(self, state: dict[str, Any]) -> None:
+    def save(self, state: TrainState) -> None:
         if self.uri is None or not distributed.world().main:
             return
         buf = io.BytesIO()
-        torch.save(state, buf)
+        torch.save({"fingerprint": self.fingerprint} | state.state_dict(), buf)
         data = buf.getbuffer().tobytes()
         # The digest file first, listing the new digest and the one of the file still in place:
         # killed between the two writes, either file verifies (each write is atomic on its own).
@@ -343,6 +437,54 @@ def _first_line(err: Exception) -> str:
     return "refused to unpickle: " + text.strip().rstrip(".") if refused else text.split(". ")[0].rstrip(".")
 
 
+@dataclass(frozen=True)
+class Step:
+    """One SGD step, as an :class:`Observer` hears it. ``epoch`` counts from 1, ``step`` is the
+    number of steps done in it; ``loss`` is the mean over the global batch of ``clips`` items."""
+
+    epoch: int
+    step: int
+    loss: float
+    lr: float
+    clips: int
+    waited_s: float  # waiting for the loader
+    busy_s: float  # computing the step
+
+
+class Observer:
+    """What a training run tells its caller as it goes: log lines (rank 0 only), every step and every
+    epoch (every rank). This one prints the log lines and ignores the rest; subclass it to watch
+    steps and epochs (metrics, benchmarks, tests). An exception it raises stops the run there, as a
+    preemption would: the checkpoint written just before is where a rerun resumes."""
+
+    def log(self, line: str) -> None:
+        print(line)
+
+    def step(self, step: Step) -> None:
+        pass
+
+    def epoch(self, result: TrainResult, gpu_peak_bytes: int | None) -> None:
+        """After each epoch, its checkpoint written; ``result.epochs`` epochs are done."""
+
+
+class Reporter(Observer):
+    """Rank 0's report of a run: log lines to ``log``, steps and epochs to Prometheus."""
+
+    def __init__(self, log: Callable[[str], None], monitor: TrainMonitor) -> None:
+        self._log, self.monitor = log, monitor
+
+    def log(self, line: str) -> None:
+        self._log(line)
+
+    def step(self, step: Step) -> None:
+        if distributed.world().main:
+            self.monitor.step(step.loss, step.lr, step.clips, step.waited_s, step.busy_s)
+
+    def epoch(self, result: TrainResult, gpu_peak_bytes: int | None) -> None:
+        if distributed.world().main:
+            self.monitor.epoch(result.epochs, result.val_loss[-1] if result.val_loss else None, gpu_peak_bytes)
+
+
 def train_encoder(
     trunk: nn.Module,
     modality: str,
@@ -354,19 +496,16 @@ def train_encoder(
     device: torch.device,
     ckpt_dir: str | Path | None = None,
     progress: bool = True,
-    on_epoch_end: Callable[[int, TrainResult], None] | None = None,
-    on_step_end: Callable[[int, int], None] | None = None,
     classes: Sequence[int] | None = None,
-    monitor: TrainMonitor | None = None,
-    log: Callable[[str], None] = print,
+    observer: Observer | None = None,
 ) -> tuple[TrainResult, Heads]:
     """Train ``trunk`` in place to predict ``targets`` (one array per head, aligned with the datasets).
 
     ``classes`` is the size of each head (default: the largest label + 1). Returns what happened
     and the trained heads.
     ``train_set`` yields training-mode items, ``val_set`` eval-mode items of the same videos; a
-    ``cfg.val_fraction`` slice of them is held out for the pseudo-label validation loss.
-    ``monitor`` gets each step's loss, lr and data wait, and each epoch's held-out loss (metrics).
+    ``cfg.val_fraction`` slice of them is held out for the pseudo-label loss of :class:`EarlyStopping`.
+    ``observer`` hears the log lines, steps and epochs (default: the log printed).
 
     Data parallel when the process group of :mod:`xdc_core.distributed` has several ranks: each
     rank trains on its share of every global batch (:func:`epoch_samples`), gradients are averaged
@@ -374,129 +513,101 @@ def train_encoder(
     BatchNorm statistics are per process (as the paper's Caffe2 setup) unless ``cfg.sync_bn``.
     ``ckpt_dir`` (a folder or an object-store prefix) receives a checkpoint after every epoch and
     every ``cfg.checkpoint_minutes``; a rerun resumes from it, at the step it was written, and
-    ends with the weights of an uninterrupted run. ``on_epoch_end(epochs done, result)`` and
-    ``on_step_end(epoch, steps done)`` are called after each epoch and step.
+    ends with the weights of an uninterrupted run.
     """
-    w = distributed.world()
-    say = log if w.main else (lambda _line: None)
-    monitor = monitor if w.main else None
+    w, observer = distributed.world(), observer or Observer()
+    say = observer.log if w.main else (lambda _line: None)
     y = np.stack([np.asarray(t, dtype=np.int64) for t in targets])  # [heads, N]
     train_pos, val_pos = split_holdout(y.shape[1], cfg.val_fraction, seed)
     classes = list(classes) if classes is not None else [int(t.max()) + 1 for t in y]
-    stop_early, stop_why = early_stopping(cfg, len(val_pos))
+    model = _classifier(trunk, classes, cfg, seed, device)
+    schedule = cfg.model_copy(update={"lr": effective_lr(cfg, w.size)})
+    opt = torch.optim.SGD(model.parameters(), lr=schedule.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    stopper = EarlyStopping(cfg, len(val_pos), classes, model.trunk)
+    state = TrainState(model, opt, stopper, TrainResult(early_stop=stopper.why))
+    ckpts = Checkpoints(ckpt_dir, _fingerprint(y, cfg, modality, seed, w.size), say)
+    if ckpts.resume(state, device):
+        say(f"resumed {modality} training from checkpoint {ckpts.uri}: epoch {state.epoch + 1}, step {state.step}")
+        if state.result.stop_reason:  # finished before; nothing left to do
+            stopper.restore(model.trunk)
+            return state.result, model.heads
+    distributed.barrier()  # every rank has read the checkpoint before rank 0 may write a newer one
+    trained: nn.Module = model
+    if w.size > 1:
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    sampler = EpochKeys()
+    loader, val_loader = _loaders(WithTargets(train_set, y), WithTargets(val_set, y), sampler, val_pos, cfg, device)
+    while state.epoch < cfg.total_epochs and not state.result.stop_reason:
+        videos, seeds = epoch_samples(y[0], train_pos, cfg, seed, state.epoch, w.size)
+        keys = list(zip(videos[:, w.rank].ravel().tolist(), seeds[:, w.rank].ravel().tolist(), strict=True))
+        sampler.keys = keys[state.step * cfg.batch_size :]  # a resumed run goes on at the step it stopped at
+        bar = tqdm(loader, desc=f"train {modality} epoch {state.epoch + 1}", leave=False,
+                   disable=not progress or not w.main or None)
+        train_one_epoch(trained, bar, modality, schedule, len(videos), device, state, ckpts, observer)
+        val = _val_loss(model, modality, val_loader, device) if len(val_pos) else None
+        state.end_epoch(val, cfg.total_epochs)
+        ckpts.save(state)
+        observer.epoch(state.result, torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
+    return state.result, model.heads
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable[dict[str, Any]],
+    modality: str,
+    schedule: Schedule,
+    steps: int,
+    device: torch.device,
+    state: TrainState,
+    ckpts: Checkpoints,
+    observer: Observer,
+) -> None:
+    """SGD on ``batches``: the rest of epoch ``state.epoch`` (``steps`` in all) from step ``state.step``,
+    with a checkpoint every ``schedule.checkpoint_minutes``. ``model`` is ``state.model`` or its DDP
+    wrapper."""
+    opt = state.opt
+    ready = time.perf_counter()
+    for step, batch in enumerate(batches, start=state.step):
+        fetched = time.perf_counter()  # since `ready`: waiting for the loader
+        lr = lr_at(schedule, state.epoch, step, steps)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        logits = _logits(model, modality, batch[modality], device)
+        t = batch["targets"].to(device)
+        loss = sum(nn.functional.cross_entropy(lg, t[:, h]) for h, lg in enumerate(logits)) / len(logits)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[union-attr]
+        opt.step()
+        step_loss, n = distributed.all_sum([loss.item() * len(t), len(t)], device)  # type: ignore[union-attr]
+        busy = time.perf_counter() - fetched
+        state.step, state.totals = step + 1, [state.totals[0] + step_loss, state.totals[1] + n]
+        if state.step < steps and ckpts.due(schedule.checkpoint_minutes):
+            ckpts.save(state)
+        observer.step(Step(state.epoch + 1, state.step, step_loss / n, lr, int(n), fetched - ready, busy))
+        ready = time.perf_counter()
+
+
+def _loaders(train_set: WithTargets, val_set: WithTargets, sampler: EpochKeys, val_pos: np.ndarray,
+             cfg: TrainConfig, device: torch.device) -> tuple[DataLoader[Any], DataLoader[Any]]:
+    """The training loader (its items: ``sampler``'s keys) and this rank's share of the held-out videos."""
+    w = distributed.world()
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler,  # type: ignore[arg-type]
+                        num_workers=cfg.workers, persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda")
+    val_loader = DataLoader(torch.utils.data.Subset(val_set, val_pos[w.rank :: w.size].tolist()),
+                            batch_size=cfg.batch_size, num_workers=cfg.workers)
+    return loader, val_loader
+
+
+def _classifier(trunk: nn.Module, classes: Sequence[int], cfg: TrainConfig, seed: int,
+                device: torch.device) -> Classifier:
+    """``trunk`` with fresh heads, on ``device``, in training mode."""
     with torch.random.fork_rng(devices=[]):  # the heads' init depends on the seed alone, not on the process
         torch.manual_seed(seed)
         heads = Heads(int(trunk.out_dim), classes)
-    if cfg.sync_bn and w.size > 1:
+    if cfg.sync_bn and distributed.world().size > 1:
         if device.type != "cuda":
             raise ConfigError("train.sync_bn needs GPUs (SyncBatchNorm runs on CUDA only); set it to false on CPUs")
         trunk = nn.SyncBatchNorm.convert_sync_batchnorm(trunk)  # swaps the layers in place
     model = Classifier(trunk, heads)
     fast_layout(model.to(device), device).train()
-    schedule = cfg.model_copy(update={"lr": effective_lr(cfg, w.size)})
-    opt = torch.optim.SGD(model.parameters(), lr=schedule.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    result = TrainResult(early_stop=stop_why)
-    # With early stopping, an epoch is kept only if its held-out loss beats chance (ln k): targets
-    # that the trunk can only memorise (no better than chance on held-out videos) teach it nothing,
-    # and it keeps the weights it started from (epoch 0), as the paper's early stop would.
-    best: dict[str, Any] = {"val": math.inf, "epoch": 0, "trunk": None}
-    if stop_early:
-        best = {"val": chance_loss(classes), "epoch": 0, "trunk": copy.deepcopy(trunk.state_dict())}
-    start_epoch, start_step, totals = 0, 0, [0.0, 0.0]
-    fingerprint = _fingerprint(y, cfg, modality, seed, w.size)
-    ckpts = Checkpoints(ckpt_dir, say)
-    state = ckpts.load(fingerprint, device)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        result = TrainResult(**state["result"])
-        best, start_epoch, start_step, totals = state["best"], state["epoch"], state["step"], state["totals"]
-        result.resumed_from = start_epoch
-        say(f"resumed {modality} training from checkpoint {ckpts.uri}: epoch {start_epoch + 1}, step {start_step}")
-        if result.stop_reason:  # finished before; nothing left to do
-            _restore_best(trunk, best)
-            return result, heads
-    distributed.barrier()  # every rank has read the checkpoint before rank 0 may write a newer one
-
-    def checkpoint(epoch: int, step: int) -> None:
-        ckpts.save({"fingerprint": fingerprint, "epoch": epoch, "step": step, "totals": totals,
-                    "model": model.state_dict(), "optimizer": opt.state_dict(), "result": asdict(result),
-                    "best": best})
-
-    trained: nn.Module = model
-    if w.size > 1:
-        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    sampler = EpochKeys()
-    loader = DataLoader(WithTargets(train_set, y), batch_size=cfg.batch_size, sampler=sampler,  # type: ignore[arg-type]
-                        num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
-                        pin_memory=device.type == "cuda")
-    val_loader = DataLoader(
-        torch.utils.data.Subset(WithTargets(val_set, y), val_pos[w.rank :: w.size].tolist()),
-        batch_size=cfg.batch_size,
-        num_workers=cfg.workers,
-    )
-    for epoch in range(start_epoch, cfg.total_epochs):
-        videos, seeds = epoch_samples(y[0], train_pos, cfg, seed, epoch, w.size)
-        steps = len(videos)
-        keys = list(zip(videos[:, w.rank].ravel().tolist(), seeds[:, w.rank].ravel().tolist(), strict=True))
-        skip = start_step * cfg.batch_size if epoch == start_epoch else 0
-        sampler.keys = keys[skip:]
-        bar = tqdm(loader, desc=f"train {modality} epoch {epoch + 1}", leave=False,
-                   disable=not progress or not w.main or None)
-        ready = time.perf_counter()
-        for step, batch in enumerate(bar, start=skip // cfg.batch_size):
-            fetched = time.perf_counter()  # since `ready`: waiting for the loader
-            lr = lr_at(schedule, epoch, step, steps)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            logits = _logits(trained, modality, batch[modality], device)
-            t = batch["targets"].to(device)
-            loss = sum(nn.functional.cross_entropy(lg, t[:, h]) for h, lg in enumerate(logits)) / len(logits)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[union-attr]
-            opt.step()
-            step_loss, n = distributed.all_sum([loss.item() * len(t), len(t)], device)  # type: ignore[union-attr]
-            totals = [totals[0] + step_loss, totals[1] + n]
-            if monitor is not None:
-                now = time.perf_counter()
-                monitor.step(step_loss / n, lr, int(n), fetched - ready, now - fetched)
-            if step + 1 < steps and ckpts.due(cfg.checkpoint_minutes):
-                checkpoint(epoch, step + 1)
-            if on_step_end is not None:
-                on_step_end(epoch, step + 1)
-            ready = time.perf_counter()
-        result.train_loss.append(round(totals[0] / max(totals[1], 1), 5))
-        totals = [0.0, 0.0]
-        result.epochs = epoch + 1
-        if len(val_pos):
-            val = _val_loss(model, modality, val_loader, device)
-            result.val_loss.append(round(val, 5))
-            rises = rising_streak(result.val_loss)
-            if stop_early and val < best["val"]:
-                best = {"val": val, "epoch": epoch + 1, "trunk": copy.deepcopy(trunk.state_dict())}
-            if stop_early and rises >= cfg.patience:
-                result.stop_reason = f"early stop: held-out loss rose {rises} epochs in a row"
-        if not result.stop_reason and epoch + 1 == cfg.total_epochs:
-            result.stop_reason = f"completed {cfg.total_epochs} epochs"
-        if result.stop_reason and stop_early:
-            result.stop_reason += (
-                f"; kept epoch {best['epoch']}" if best["epoch"] else
-                f"; kept the starting weights: no epoch's held-out loss beat chance (ln k = {chance_loss(classes):.2f})"
-            )
-        if result.stop_reason and best["trunk"] is not None and stop_early:
-            _restore_best(trunk, best)
-        result.best_epoch = best["epoch"] if best["trunk"] is not None else result.epochs
-        checkpoint(epoch + 1, 0)
-        if monitor is not None:
-            gpu_peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-            monitor.epoch(result.epochs, result.val_loss[-1] if result.val_loss else None, gpu_peak)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, result)
-        if result.stop_reason:
-            break
-    return result, heads
-
-
-def _restore_best(trunk: nn.Module, best: dict[str, Any]) -> None:
-    if best.get("trunk") is not None:
-        trunk.load_state_dict(best["trunk"])
+    return model

@@ -7,8 +7,14 @@ The job comes from one template, ``xdc_kfp/templates/pytorchjob.yaml`` (also rea
 :class:`~xdc_core.errors.RunError`. :func:`job_state` reads a job's ``.status``; it is a pure
 function, so the interpretation is tested without a cluster.
 
-No kfp import, and the ``kubernetes`` client (a kfp dependency) only inside
-:func:`run_pytorchjob`: rendering a manifest needs neither.
+No kfp import, and the ``kubernetes`` client (a kfp dependency) imported only where it is used.
+
+Why not the Kubeflow Training SDK (``kubeflow-training`` 1.9.4, ``TrainingClient``): it installs
+beside our pins, but its calls are the same ``CustomObjectsApi`` calls this module makes, and it
+lacks what the waiting here is for. Measured against the test's API server: a second create (a
+retried task) raises instead of attaching; one HTTP 503 while polling ends
+``wait_for_job_conditions``; and its timeout counts polls, not seconds, and leaves the job holding
+its GPUs.
 """
 
 from __future__ import annotations
@@ -217,24 +223,17 @@ def _fill_pod(pod: dict[str, Any], image: str, gpus: int, command: list[str], p:
     c["env"] = variables + [{"name": k, "value": str(v)} for k, v in extra.items()]
 
 
-_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-
-
-def _quantity_bytes(q: str) -> int:
-    """A Kubernetes memory quantity (``48Gi``, ``500M``, ``1024``) in bytes."""
-    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([kMGTPE]i?|Ki)?", str(q).strip())
-    if not m:
-        raise ConfigError(f"{q!r} is not a memory quantity such as 48Gi")
-    return int(float(m.group(1)) * _UNITS[m.group(2) or ""])
-
-
 def _add_quantities(a: str, b: str) -> str:
-    """``a + b`` as a quantity, in the largest binary unit that divides it (``48Gi`` + ``16Gi`` = ``64Gi``)."""
-    total = _quantity_bytes(a) + _quantity_bytes(b)
-    for unit in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
-        if total % _UNITS[unit] == 0:
-            return f"{total // _UNITS[unit]}{unit}"
+    """``a + b`` as a memory quantity, in the largest binary unit that divides it (``48Gi`` + ``16Gi`` = ``64Gi``)."""
+    from kubernetes.utils.quantity import parse_quantity
+
+    try:
+        total = int(parse_quantity(a) + parse_quantity(b))
+    except ValueError as err:
+        raise ConfigError(f"{a!r} + {b!r}: not memory quantities such as 48Gi ({err})") from None
+    for power, unit in ((60, "Ei"), (50, "Pi"), (40, "Ti"), (30, "Gi"), (20, "Mi"), (10, "Ki")):
+        if total % 2**power == 0:
+            return f"{total // 2**power}{unit}"
     return str(total)
 
 
