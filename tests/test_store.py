@@ -94,6 +94,14 @@ def test_settings_from_env_and_masked_repr(monkeypatch):
     monkeypatch.setenv("XDC_S3_SECURE", "maybe")
     with pytest.raises(StoreError, match="XDC_S3_SECURE"):
         S3Settings.from_env()
+    monkeypatch.setenv("XDC_S3_SECURE", "false")
+    assert (s.connect_timeout, s.read_timeout) == (10.0, 60.0)
+    monkeypatch.setenv("XDC_S3_READ_TIMEOUT", "2.5")
+    assert S3Settings.from_env().read_timeout == 2.5
+    assert S3Settings.from_env().retry().total == 4  # 5 attempts in all
+    monkeypatch.setenv("XDC_S3_READ_TIMEOUT", "0")
+    with pytest.raises(StoreError, match="XDC_S3_READ_TIMEOUT must be more than 0"):
+        S3Settings.from_env()
 
 
 def test_missing_settings_name_the_variables(monkeypatch):

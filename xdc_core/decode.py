@@ -274,6 +274,8 @@ def _decode_task(resolved: str, out_dir: str, data: DataConfig, dec: DecodeConfi
         record["status"] = "accepted"
     except MediaError as err:
         record |= {"status": "quarantined", "code": err.code, "reason": err.reason}
+    except store.StoreUnavailable:
+        raise  # the store is down, not this video: stop the run (a rerun resumes), quarantine nothing
     except XdcError as err:  # the store refused or could not serve the file: the message says why
         record |= {"status": "quarantined", "code": Unreadable.code, "reason": str(err)}
     except OSError as err:

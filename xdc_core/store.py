@@ -72,6 +72,11 @@ class NotFoundError(StoreError, FileNotFoundError):
     """The object or file does not exist (the bucket, if any, does)."""
 
 
+class StoreUnavailable(StoreError):
+    """The server did not answer usably within the retries: nothing is wrong with the object
+    itself, so a step stops (a rerun resumes) rather than give up on that object."""
+
+
 # --- where: URIs -------------------------------------------------------------------------------
 
 
@@ -162,7 +167,7 @@ class S3Settings:
     secure: bool = True
     region: str | None = None
     retries: int = 5  # attempts in all, not extra ones
-    retry_base: float = 0.5  # backoff factor, seconds: sleeps of about 1, 2, 4... x this, up to MAX_DELAY
+    retry_base: float = 0.5  # backoff factor, seconds: no sleep before the first retry, then 2, 4... x this, up to MAX_DELAY
     connect_timeout: float = 10.0  # seconds to open a connection
     read_timeout: float = 60.0  # seconds a server may stay silent while answering (not the whole transfer)
 
@@ -179,9 +184,11 @@ class S3Settings:
 
     @property
     def longest_wait(self) -> float:
-        """About the longest one request can take to fail against a server that accepts
-        connections but never answers: every attempt times out, with the backoff between."""
-        return self.retries * self.read_timeout + (self.retries - 1) * MAX_DELAY
+        """A bound on how long one request takes to fail against a server that accepts connections
+        but never answers: each attempt waits ``read_timeout``, with urllib3's backoffs between
+        (none before the first retry, then ``retry_base`` x 2, 4... plus jitter, capped)."""
+        backoffs = sum(min(MAX_DELAY, self.retry_base * (2 ** (n - 1) + 1)) for n in range(2, self.retries))
+        return self.retries * self.read_timeout + backoffs
 
     def retry(self) -> Retry:
         """urllib3's retry policy of every request: ``retries`` attempts in all on connection
@@ -304,7 +311,7 @@ def _call(loc: Location, action: str, fn: Callable[[Minio], T]) -> T:
             cause = err.reason if retried and err.reason is not None else err
             reason = str(cause).replace(settings.secret_key, "***")[:300]
             if retried or attempt == settings.retries:
-                raise StoreError(
+                raise StoreUnavailable(
                     f"{action} {loc}: {settings.url} failed {settings.retries} times, last with: {reason}; check "
                     "that the server runs and is not overloaded, and that XDC_S3_ENDPOINT points at it (each try "
                     f"waits at most XDC_S3_READ_TIMEOUT={settings.read_timeout:g} s for an answer)"
