@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from .config import DataConfig
 from .decode import DatasetMismatch
+from .errors import InputError
 from .media.file import MediaFile
 from .media.logmel import log_mel
 from .media.timing import audio_window_start, random_clip_start, uniform_clip_starts
@@ -127,7 +128,11 @@ class ClipDataset(Dataset[dict[str, Any]]):
 
     def _audio(self, entry: VideoEntry, clip_start: float) -> torch.Tensor:
         d = self.data
-        pcm = np.load(self.root / "audio" / f"{entry.id}.npy", mmap_mode="r")
+        path = self.root / "audio" / f"{entry.id}.npy"
+        try:
+            pcm = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as err:  # e.g. a header declaring more samples than the file holds
+            raise InputError(f"{path} is not an audio file xdc decoded ({err}): decode the dataset again") from None
         start = audio_window_start(clip_start, d.clip_seconds, d.audio_seconds, entry.duration)
         s0 = round(start * d.audio_rate)
         window = np.zeros(d.audio_samples, np.float32)  # zero-padded past the end (short-video rule)

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import ctypes
 import errno
 import io
 import json
 import os
 import posixpath
+import signal
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -64,6 +67,8 @@ from .metrics import record_decoded
 from .store import atomic_write, write_json
 
 FORMAT_VERSION = 2  # 2: x264 without its AVX-512 kernel (byte-reproducible files, media/x264.py)
+TMP_VIDEO, TMP_AUDIO = ".tmp.mp4", ".tmp.npy"  # a video's files while it is written (renamed when complete)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 INDEX_COLUMNS = ("index", "id", "path", "label", "split", "duration", "frames", "width", "height", "audio_samples")
 
 
@@ -185,8 +190,8 @@ def _check_not_truncated(path: str, what: str, declared: float | None, decoded: 
 
 def decode_video(src: str, video_out: Path, audio_out: Path, data: DataConfig, dec: DecodeConfig) -> dict[str, Any]:
     """Validate one video and write its normalised video and audio; raise :class:`MediaError` if unusable."""
-    tmp_video = video_out.with_name(video_out.stem + ".tmp.mp4")
-    tmp_audio = audio_out.with_name(audio_out.stem + ".tmp.npy")
+    tmp_video = video_out.with_name(video_out.stem + TMP_VIDEO)
+    tmp_audio = audio_out.with_name(audio_out.stem + TMP_AUDIO)
     try:
         with MediaFile(src) as m:
             _check_usable(m, data.required_duration_s)
@@ -269,6 +274,8 @@ def _decode_task(resolved: str, out_dir: str, data: DataConfig, dec: DecodeConfi
         record["status"] = "accepted"
     except MediaError as err:
         record |= {"status": "quarantined", "code": err.code, "reason": err.reason}
+    except store.StoreUnavailable:
+        raise  # the store is down, not this video: stop the run (a rerun resumes), quarantine nothing
     except XdcError as err:  # the store refused or could not serve the file: the message says why
         record |= {"status": "quarantined", "code": Unreadable.code, "reason": str(err)}
     except OSError as err:
@@ -293,14 +300,60 @@ def _reusable(record: dict[str, Any] | None, out: Path) -> bool:
     return True
 
 
+def _end_with(parent: int) -> None:
+    """Worker initializer: end this worker when ``parent`` (the decode) ends, however it ends.
+
+    A spawn worker blocks on the pool's queue, whose pipe it holds both ends of, so a parent killed
+    by ``kill -9`` would leave it (and, through it, multiprocessing's resource tracker) waiting for
+    ever. Linux kills it with the parent (PR_SET_PDEATHSIG); elsewhere, or if the parent ended before
+    the prctl, a thread notices the parent is gone within a second."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the thread below does it
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="xdc-parent-watch", daemon=True).start()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A pool of spawn workers that never outlive the decode (:func:`_end_with`). SIGTERM becomes a
+    KeyboardInterrupt while it runs, and an interrupted or failed decode stops its workers at once
+    rather than waiting for the videos in flight (a rerun redoes them)."""
+    ctx = get_context("spawn")  # no fork: the parent may hold threads (tqdm, torch)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_end_with, initargs=(os.getpid(),))
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        yield pool
+    except BaseException:
+        # The public shutdown waits for the running tasks (terminate_workers() is Python 3.14's)
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def _run_pool(
     todo: list[str], workers: int, task: Callable[[str], dict[str, Any]], on_done: Callable[[dict[str, Any]], None]
 ) -> None:
     """Run ``task`` over ``todo`` in worker processes; isolate any file that kills its worker."""
-    ctx = get_context("spawn")  # no fork: the parent may hold threads (tqdm, torch)
     crashed: list[str] = []
     if todo:
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+        with _worker_pool(min(workers, len(todo))) as pool:
             futures = {pool.submit(task, path): path for path in todo}
             for fut in as_completed(futures):
                 try:
@@ -311,7 +364,7 @@ def _run_pool(
     # to find the one that really crashes.
     for path in crashed:
         try:
-            with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            with _worker_pool(1) as pool:
                 on_done(pool.submit(task, path).result())
         except BrokenProcessPool:
             err = WorkerCrashed(path, "the decoder process crashed on this file (corrupt data?)")
@@ -364,6 +417,15 @@ def _prepare_out_dir(out: Path, settings: dict[str, Any]) -> None:
     write_json(meta_path, settings)
 
 
+def remove_leftovers(out: Path) -> None:
+    """Remove what a killed decode of ``out`` left: its videos' temp files (ours by name; one decode
+    works in a folder at a time) and the temp files of its killed atomic writes."""
+    for sub, suffix in (("video", TMP_VIDEO), ("audio", TMP_AUDIO)):
+        for tmp in (out / sub).glob(f"*{suffix}"):
+            tmp.unlink(missing_ok=True)
+    store.remove_stale_partials(out)
+
+
 def decode_dataset(manifest: str | Path, out_dir: str | Path, config: Config, progress: bool = True) -> dict[str, Any]:
     """Decode every video of ``manifest`` into ``out_dir`` (resuming) and return the summary.
 
@@ -392,6 +454,7 @@ def decode_rows(rows: list[ManifestRow], out: Path, config: Config, progress: bo
     started = time.perf_counter()
     settings = decode_settings(config.data, config.decode)
     _prepare_out_dir(out, settings)
+    remove_leftovers(out)
 
     journal_path = out / "progress.jsonl"
     records = read_journal(journal_path)

@@ -11,12 +11,9 @@ store OUT (:mod:`xdc_core.publish`), ``publish`` uploads each finished step's fi
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +24,7 @@ from .config import MODALITIES, Config
 from .device import resolve_device
 from .errors import RunError
 from .layout import RunLayout
+from .run_lock import run_lock
 from .step_specs import EVALUATE, INIT, Slot, call, iteration_steps
 from .store import atomic_write
 from .steps import (
@@ -85,26 +83,6 @@ def record_settings(layout: RunLayout, cfg: Config) -> None:
         f.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).encode())
 
 
-@contextlib.contextmanager
-def exclusive(layout: RunLayout, out: str | Path | None = None) -> Iterator[None]:
-    """Hold an advisory lock (flock) on OUT for the block: a second ``xdc run`` on the same OUT
-    fails at once with a :class:`RunError` instead of doing the work twice and interleaving files.
-    The kernel releases it when the process ends, however it ends."""
-    fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise RunError(f"another xdc run (pid {holder}) is working in {out or layout.root}: wait for it to "
-                           "end, or use another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
 def prepare_data(
     data: str | Path | None, layout: RunLayout, cfg: Config, evaluate: bool, progress: bool = True, log: Log = print,
 ) -> Path:
@@ -148,10 +126,10 @@ def run(
     ``name``: what to call OUT in messages (the URI of an object-store OUT; default ``out``).
 
     The first run records ``cfg`` in OUT/settings.yaml; a rerun with other settings is refused
-    (:func:`check_settings`), and so is a second run while one works in OUT (:func:`exclusive`)."""
+    (:func:`check_settings`), and so is a second run while one works in OUT (:mod:`xdc_core.run_lock`)."""
     layout = RunLayout(Path(out))
     layout.root.mkdir(parents=True, exist_ok=True)
-    with exclusive(layout, name):
+    with run_lock(layout, name, log):
         return _run(data, layout, cfg, evaluate, progress, log, publish, processes, check_settings(layout, cfg, name))
 
 

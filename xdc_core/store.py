@@ -6,8 +6,9 @@ environment variables only (see :class:`S3Settings`), so code and configs never 
 
 Atomicity -- a killed step must never leave a half-written object that a later step trusts:
 
-* local writes go to a hidden temp file in the target's folder (``.NAME.RANDOM.xdc-partial``),
-  are fsynced, then ``os.replace``-d into place; :func:`list_keys` skips such leftovers.
+* local writes go to a hidden temp file in the target's folder (``.NAME.PID-RANDOM.xdc-partial``),
+  are fsynced, then ``os.replace``-d into place; :func:`list_keys` skips such leftovers, and the
+  next write of NAME (or :func:`remove_stale_partials`) removes those whose writer PID is gone.
 * S3: a PUT and a *completed* multipart upload are atomic; an unfinished multipart upload is
   invisible. Checked against ``rclone serve s3`` (the test server): it writes a PUT to
   ``.rclone_temp_put_*`` and a multipart upload to ``.rclone_temp_multipart_*`` next to the
@@ -16,8 +17,9 @@ Atomicity -- a killed step must never leave a half-written object that a later s
   straight to the final key: a temp key plus server-side copy would only double the I/O.
 
 Transient failures (connection errors, timeouts, HTTP 5xx, SlowDown...) are retried with
-exponential backoff; permanent ones raise :class:`StoreError` at once, naming endpoint, bucket,
-key and what to do -- never the credentials.
+exponential backoff by urllib3's ``Retry`` under the SDK, each request with connect and read
+timeouts, so a dead or hanging server costs a bounded wait; permanent ones raise
+:class:`StoreError` at once, naming endpoint, bucket, key and what to do -- never the credentials.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from typing import Any, BinaryIO, TypeVar
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+from urllib3.util.retry import Retry
 
 from .errors import XdcError
 
@@ -56,7 +59,7 @@ WORKERS = 8  # parallel transfers in upload_dir / download_dir
 MAX_DELAY = 8.0  # cap of one backoff sleep, seconds
 
 TRANSIENT_CODES = {"SlowDown", "InternalError", "RequestTimeout", "ServiceUnavailable", "RequestTimeTooSkewed"}
-TRANSIENT_STATUS = {500, 502, 503, 504}
+TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 ACCESS_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -67,6 +70,11 @@ class StoreError(XdcError):
 
 class NotFoundError(StoreError, FileNotFoundError):
     """The object or file does not exist (the bucket, if any, does)."""
+
+
+class StoreUnavailable(StoreError):
+    """The server did not answer usably within the retries: nothing is wrong with the object
+    itself, so a step stops (a rerun resumes) rather than give up on that object."""
 
 
 # --- where: URIs -------------------------------------------------------------------------------
@@ -159,7 +167,9 @@ class S3Settings:
     secure: bool = True
     region: str | None = None
     retries: int = 5  # attempts in all, not extra ones
-    retry_base: float = 0.5  # first backoff sleep, seconds; doubles each time up to MAX_DELAY
+    retry_base: float = 0.5  # backoff factor, seconds: no sleep before the first retry, then 2, 4... x this, up to MAX_DELAY
+    connect_timeout: float = 10.0  # seconds to open a connection
+    read_timeout: float = 60.0  # seconds a server may stay silent while answering (not the whole transfer)
 
     @property
     def url(self) -> str:
@@ -168,7 +178,26 @@ class S3Settings:
     def __repr__(self) -> str:  # credentials masked: settings end up in logs and tracebacks
         return (
             f"S3Settings(endpoint={self.url!r}, access_key='***', secret_key='***', "
-            f"region={self.region!r}, retries={self.retries}, retry_base={self.retry_base})"
+            f"region={self.region!r}, retries={self.retries}, retry_base={self.retry_base}, "
+            f"timeouts={self.connect_timeout}/{self.read_timeout})"
+        )
+
+    @property
+    def longest_wait(self) -> float:
+        """A bound on how long one request takes to fail against a server that accepts connections
+        but never answers: each attempt waits ``read_timeout``, with urllib3's backoffs between
+        (none before the first retry, then ``retry_base`` x 2, 4... plus jitter, capped)."""
+        backoffs = sum(min(MAX_DELAY, self.retry_base * (2 ** (n - 1) + 1)) for n in range(2, self.retries))
+        return self.retries * self.read_timeout + backoffs
+
+    def retry(self) -> Retry:
+        """urllib3's retry policy of every request: ``retries`` attempts in all on connection
+        errors, timeouts and 5xx/429 answers (idempotent methods only; the S3 API's POSTs are
+        retried whole by :func:`_call`), exponential backoff with jitter, Retry-After honoured."""
+        return Retry(
+            total=self.retries - 1, backoff_factor=self.retry_base, backoff_max=MAX_DELAY,
+            backoff_jitter=self.retry_base, status_forcelist=TRANSIENT_STATUS, respect_retry_after_header=True,
+            raise_on_status=True, redirect=False,
         )
 
     @classmethod
@@ -198,17 +227,23 @@ class S3Settings:
             secure = _flag("XDC_S3_SECURE", _env("XDC_S3_SECURE"))
         try:
             retries = max(1, int(_env("XDC_S3_RETRIES") or 5))
-            retry_base = max(0.0, float(_env("XDC_S3_RETRY_BASE") or 0.5))
+            numbers = {name: float(_env(f"XDC_S3_{name.upper()}") or default)
+                       for name, default in (("retry_base", 0.5), ("connect_timeout", 10.0), ("read_timeout", 60.0))}
         except ValueError:
-            raise StoreError("XDC_S3_RETRIES must be an integer and XDC_S3_RETRY_BASE a number of seconds") from None
-        return cls(endpoint, access, secret, secure, _env("XDC_S3_REGION") or None, retries, retry_base)
+            raise StoreError("XDC_S3_RETRIES must be an integer; XDC_S3_RETRY_BASE, XDC_S3_CONNECT_TIMEOUT and "
+                             "XDC_S3_READ_TIMEOUT numbers of seconds") from None
+        if numbers["connect_timeout"] <= 0 or numbers["read_timeout"] <= 0:
+            raise StoreError("XDC_S3_CONNECT_TIMEOUT and XDC_S3_READ_TIMEOUT must be more than 0 seconds")
+        numbers["retry_base"] = max(0.0, numbers["retry_base"])
+        return cls(endpoint, access, secret, secure, _env("XDC_S3_REGION") or None, retries, **numbers)
 
 
 @functools.lru_cache(maxsize=4)
 def _client(settings: S3Settings) -> Minio:
-    """One client per distinct settings. urllib3 retries are off: :func:`_call` owns retrying."""
+    """One client per distinct settings; its requests retry and time out as ``settings`` say."""
     http = urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=10, read=120), maxsize=WORKERS + 2, retries=False,
+        timeout=urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout),
+        maxsize=WORKERS + 2, retries=settings.retry(),
     )
     return Minio(settings.endpoint, settings.access_key, settings.secret_key,
                  secure=settings.secure, region=settings.region, http_client=http)
@@ -255,9 +290,14 @@ def _explain(settings: S3Settings, loc: Location, action: str, err: Exception) -
 
 
 def _call(loc: Location, action: str, fn: Callable[[Minio], T]) -> T:
-    """Run ``fn(client)``, retrying transient failures with exponential backoff and jitter.
+    """Run ``fn(client)``; a :class:`StoreError` saying where and what to do when it fails.
 
-    ``fn`` must be safe to repeat from the start (it reopens files and streams itself).
+    urllib3 retries each request (:meth:`S3Settings.retry`). What it cannot see is retried here,
+    the whole operation again with the same backoff: a response body cut off or stalled after
+    the headers came (a download), an S3 error code urllib3 does not read from the XML body
+    (``RequestTimeout`` is a 400, ``SlowDown`` may come with any status) and a failed POST (the
+    multipart uploads' start and end, which urllib3 leaves alone as not idempotent). ``fn`` must
+    be safe to repeat from the start (it reopens files and streams itself).
     """
     settings = S3Settings.from_env()
     client = _client(settings)
@@ -265,13 +305,16 @@ def _call(loc: Location, action: str, fn: Callable[[Minio], T]) -> T:
         try:
             return fn(client)
         except (MinioException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as err:
-            if not _is_transient(err):
+            retried = isinstance(err, urllib3.exceptions.MaxRetryError)  # urllib3 gave up already
+            if not retried and not _is_transient(err):
                 raise _explain(settings, loc, action, err) from err
-            reason = str(err).replace(settings.secret_key, "***")[:300]
-            if attempt == settings.retries:
-                raise StoreError(
-                    f"{action} {loc}: {settings.url} failed {attempt} times, last with: {reason}; check that "
-                    "the server runs and is not overloaded, and that XDC_S3_ENDPOINT points at it"
+            cause = err.reason if retried and err.reason is not None else err
+            reason = str(cause).replace(settings.secret_key, "***")[:300]
+            if retried or attempt == settings.retries:
+                raise StoreUnavailable(
+                    f"{action} {loc}: {settings.url} failed {settings.retries} times, last with: {reason}; check "
+                    "that the server runs and is not overloaded, and that XDC_S3_ENDPOINT points at it (each try "
+                    f"waits at most XDC_S3_READ_TIMEOUT={settings.read_timeout:g} s for an answer)"
                 ) from err
             delay = min(MAX_DELAY, settings.retry_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
             log.warning("%s %s: %s; retry %d/%d in %.2fs", action, loc, reason, attempt, settings.retries - 1, delay)
@@ -293,7 +336,8 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     killed process never leaves a truncated file under the final name. The one atomic writer."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
+    _remove_stale(path.parent, path.name)  # a killed earlier write of this file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
     try:
         with open(tmp, "xb") as f:  # not mkstemp: that would make the file 0600, ignoring umask
             yield f
@@ -308,6 +352,43 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+_PARTIAL = re.compile(r"\.(?P<name>.+)\.(?:(?P<pid>\d+)-)?[0-9a-f]{8}" + re.escape(PARTIAL_SUFFIX))
+
+
+def _writer_gone(pid: str | None) -> bool:
+    if pid is None:  # the name of an older xdc: no writer of that version runs any more
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):  # another user's process: alive; or no pid at all
+        return False
+    return False
+
+
+def _remove_stale(folder: Path, name: str | None = None) -> list[Path]:
+    """Remove the temp files in ``folder`` (of ``name`` only, if given) whose writing process is gone."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in os.scandir(folder):
+            found = _PARTIAL.fullmatch(entry.name)
+            if found and (name is None or found["name"] == name) and _writer_gone(found["pid"]):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
+
+
+def remove_stale_partials(root: str | os.PathLike[str]) -> list[Path]:
+    """Remove, under the folder ``root``, the temp files of atomic writes whose process was killed
+    (only ours, by their name and a writer PID that no longer runs). Returns what was removed."""
+    removed = []
+    for folder, _, _ in os.walk(root):
+        removed += _remove_stale(Path(folder))
+    return removed
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
