@@ -335,11 +335,12 @@ def test_training_pods_are_fenced(rendered, overlay):
                if set(p) == {"podSelector"})
 
 
-def test_ci_role_creates_runs_and_nothing_else(rendered):
+def test_ci_role_creates_and_stops_runs_and_nothing_else(rendered):
     docs = rendered["gke"][1]
     rules = _one(docs, "Role", "xdc-ci-runs")["rules"]
     granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
     assert granted == {("pipelines.kubeflow.org", "runs", "create"), ("pipelines.kubeflow.org", "runs", "get"),
+                       ("pipelines.kubeflow.org", "runs", "terminate"),
                        ("pipelines.kubeflow.org", "experiments", "get"),
                        ("pipelines.kubeflow.org", "experiments", "list")}
     binding = _one(docs, "RoleBinding", "xdc-ci-runs")
