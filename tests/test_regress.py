@@ -286,3 +286,56 @@ def test_pretraining_gate_is_neutral_without_a_baseline_and_refuses_another_budg
     r = pretraining_gate("--video-encoder", "v.pt")
     assert r.returncode == 2 and "pretrains its own encoders" in r.stderr, r.stderr
     assert not (tmp_path / "work").exists()  # nothing ran
+
+
+def test_kfp_sign_in_reads_the_token_file_and_names_a_missing_one(tmp_path, monkeypatch):
+    """`--host` signs in with the service-account token file of KF_PIPELINES_SA_TOKEN_PATH (kfp's
+    own credentials class), and says so when the file is not there."""
+    from xdc_kfp.runner import PipelineError, _connect
+
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "nope"))
+    with pytest.raises(PipelineError, match=r"KF_PIPELINES_SA_TOKEN_PATH=.*nope: no such file"):
+        _connect("http://127.0.0.1:9", "xdc")
+    (tmp_path / "token").write_text("t0ken")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "token"))
+    with pytest.raises(PipelineError, match="cannot reach the Kubeflow Pipelines API at http://127.0.0.1:9"):
+        _connect("http://127.0.0.1:9", "xdc")
+
+
+def test_kfp_sign_in_sends_the_token_and_the_namespace(tmp_path, monkeypatch):
+    """Against a stand-in KFP API on loopback that records what it is asked: the experiments list
+    (the connection check) carries `Authorization: Bearer <the file's token>` and the Profile namespace."""
+    import http.server
+    import threading
+
+    from xdc_kfp.runner import _connect
+
+    seen = []
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            seen.append((self.path, self.headers.get("Authorization")))
+            body = b'{"experiments": [], "total_size": 0}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "token").write_text("t0ken")
+        monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "token"))
+        monkeypatch.setenv("KFP_NAMESPACE", "xdc")
+        _connect(f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    experiments = [(path, auth) for path, auth in seen if "/experiments" in path]
+    assert experiments, seen
+    path, auth = experiments[-1]
+    assert auth == "Bearer t0ken" and "namespace=xdc" in path, (path, auth)
