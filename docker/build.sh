@@ -8,15 +8,16 @@
 #   REGISTRY      also tag REGISTRY/xdc:<version>-<flavour>, e.g. ghcr.io/xdc-project
 #   COMMIT        also tag <version>-<flavour>-<COMMIT> (the images workflow gives the commit's sha)
 #   PUSH=1        push the REGISTRY tags (log in to the registry first)
-#   BASE          auto (the default): the Dockerfile's BASE_IMAGE if it can be pulled, else a local
-#                 Debian base; upstream: BASE_IMAGE or fail; debian: the local Debian base
+#   BASE          auto (the default): docker/base.Dockerfile's base if it can be pulled, else a local
+#                 Debian base; upstream: that base or fail; debian: the local Debian base
 #   ENGINE        buildah (the default where installed) or docker
-#   PULL_TIMEOUT  seconds to wait for BASE_IMAGE to pull (default 120)
+#   PULL_TIMEOUT  seconds to wait for the base to pull (default 120)
+#   BASE_ONLY=1   resolve the base as BASE says (pulled, or the local Debian base), print it, build nothing
 #   PIP_CERT      a CA bundle for pip in the build (default: the host's PIP_CERT or SSL_CERT_FILE,
 #                 which a machine behind a TLS-inspecting proxy sets); none: pip's own
 #
 # The local Debian base is for machines that cannot pull from Docker Hub (CI, sandboxes): the same
-# Debian release as BASE_IMAGE and its python3, made with mmdebstrap from the Debian mirror, once
+# Debian release as the upstream base and its python3, made with mmdebstrap from the Debian mirror, once
 # (kept as localhost/xdc-base:<release>). buildah runs as root (through sudo otherwise) with
 # --isolation chroot, so it needs no daemon and no user namespaces; STORAGE_DRIVER=vfs where
 # its default (overlay) cannot mount, e.g. inside a container.
@@ -36,9 +37,12 @@ done
 [ "${PUSH:-}" != 1 ] || [ -n "${REGISTRY:-}" ] || die "PUSH=1 needs REGISTRY"
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -n1)
 [ -n "$version" ] || die "no version = \"...\" line in pyproject.toml"
-# The Dockerfile's default base (one place says it); its tag ends in the Debian release, e.g. trixie.
-base_image=$(sed -n 's/^ARG BASE_IMAGE=//p' docker/Dockerfile)
-release=${base_image##*-}
+# The pinned upstream base (docker/base.Dockerfile says it, once), name:tag@sha256:digest; its tag
+# ends in the Debian release, e.g. trixie. Pulled by the digest: the tag only says what it was.
+base_image=$(sed -n 's/^FROM //p' docker/base.Dockerfile)
+base_tag=${base_image%%@*}
+release=${base_tag##*-}
+[[ $release =~ ^[a-z]+$ ]] || die "docker/base.Dockerfile: FROM $base_image: its tag does not end in a Debian release (e.g. -trixie)"
 local_base=localhost/xdc-base:$release
 tmp=""  # the Debian base's rootfs while it is made
 trap '[ -z "$tmp" ] || "${sudo[@]}" rm -rf "$tmp"' EXIT
@@ -99,6 +103,8 @@ case $BASE in
     debian) debian_base; from=$local_base ;;
     *) die "BASE=$BASE: use auto, upstream or debian" ;;
 esac
+
+if [ "${BASE_ONLY:-}" = 1 ]; then echo "$from"; exit 0; fi
 
 # pip's CA bundle, as a build secret (not part of the image or of its layers' cache keys)
 ca=${PIP_CERT:-${SSL_CERT_FILE:-}}

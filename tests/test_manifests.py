@@ -298,11 +298,49 @@ def test_components_may_reach_dns_the_pushgateway_and_an_object_store(rendered, 
     assert gateway["egress"] == []
 
 
-def test_ci_role_creates_runs_and_nothing_else(rendered):
+def _selects(policy: dict, labels: dict[str, str]) -> bool:
+    """Whether a NetworkPolicy's podSelector (matchLabels only, as all of these) selects a pod with ``labels``."""
+    selector = policy["spec"]["podSelector"]
+    assert set(selector) <= {"matchLabels"}, selector
+    return selector.get("matchLabels", {}).items() <= labels.items()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_training_pods_are_fenced(rendered, overlay):
+    """The multi-node training pods (labelled as xdc_kfp/training_job.py renders them) hold the
+    object-store keys: policies select them for ingress and egress, admit connections only from
+    each other, and let them out only to each other, DNS, the Pushgateway and the object store."""
+    docs = rendered[overlay][1]
+    pods = [d for d in _pytorchjob_and_pods() if d["kind"] == "Pod"]
+    assert len(pods) == 2
+    for pod in pods:
+        labels = pod["metadata"]["labels"]
+        policies = [d for d in docs if d["kind"] == "NetworkPolicy" and _selects(d, labels)]
+        assert {"Ingress", "Egress"} <= {t for p in policies for t in p["spec"]["policyTypes"]}, policies
+        peers = [p for d in policies for rule in d["spec"].get("ingress", []) for p in rule["from"]]
+        assert peers and all(p == {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "xdc-train"}}}
+                             and _selects({"spec": p}, labels) for p in peers), peers
+        egress = [rule for d in policies for rule in d["spec"].get("egress", [])]
+        assert all(rule.get("to") for rule in egress), "an egress rule without `to` lets out to anywhere"
+        unrestricted = [rule for rule in egress if "ports" not in rule]
+        assert unrestricted == [{"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "xdc-train"}}}]}], \
+            "only the other ranks may be reached on any port (NCCL picks them)"
+        ports = {(p.get("protocol", "TCP"), p["port"]) for rule in egress for p in rule.get("ports", [])}
+        store = 443 if overlay == "gke" else 9000
+        assert ports == {("UDP", 53), ("TCP", 53), ("TCP", 9091), ("TCP", store)}, ports
+        # none of what a KFP task may reach (the KFP API, ML Metadata, the Kubernetes API)
+        assert not [d["metadata"]["name"] for d in policies if "components" in d["metadata"]["name"]]
+    gateway = _one(docs, "NetworkPolicy", "xdc-pushgateway")["spec"]
+    assert any(_selects({"spec": p}, pods[0]["metadata"]["labels"]) for p in gateway["ingress"][0]["from"]
+               if set(p) == {"podSelector"})
+
+
+def test_ci_role_creates_and_stops_runs_and_nothing_else(rendered):
     docs = rendered["gke"][1]
     rules = _one(docs, "Role", "xdc-ci-runs")["rules"]
     granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
     assert granted == {("pipelines.kubeflow.org", "runs", "create"), ("pipelines.kubeflow.org", "runs", "get"),
+                       ("pipelines.kubeflow.org", "runs", "terminate"),
                        ("pipelines.kubeflow.org", "experiments", "get"),
                        ("pipelines.kubeflow.org", "experiments", "list")}
     binding = _one(docs, "RoleBinding", "xdc-ci-runs")

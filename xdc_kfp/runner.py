@@ -25,7 +25,7 @@ from xdc_core.errors import XdcError
 from .pipelines.ucf101_eval import PIPELINE_NAME as EVAL_PIPELINE
 from .pipelines.ucf101_eval import build_eval_pipeline
 from .pipelines.xdc_pretrain import PIPELINE_NAME as PRETRAIN_PIPELINE
-from .pipelines.xdc_pretrain import build_pretrain_pipeline
+from .pipelines.xdc_pretrain import build_pretrain_pipeline, pipeline_name
 from .placement import Placement
 from .run_parameters import SCALE_PARAMETERS, check_scale_parameters, resolve_settings, settings_text
 
@@ -243,31 +243,59 @@ def evaluate_local(data: str | Path, encoders: Mapping[str, str | Path], cfg: Co
     return json.loads(Path(report).read_text())
 
 
-def _connect(host: str) -> Any:
+def _connect(host: str, namespace: str | None = None) -> Any:
+    """A kfp.Client for ``host``, signed in where Kubeflow's auth guards the API: with the
+    service-account token (audience pipelines.kubeflow.org) in the file that
+    ``KF_PIPELINES_SA_TOKEN_PATH`` names, through kfp's own credentials class, which rereads the
+    file on each refresh (kfp applies that variable by itself only inside a cluster, not with a
+    host given). ``namespace`` (default ``$KFP_NAMESPACE``): the Profile namespace of a
+    multi-user KFP, where runs and experiments live; unset for standalone KFP."""
     import kfp
+    from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
+    token_file = os.environ.get("KF_PIPELINES_SA_TOKEN_PATH")
+    if token_file and not Path(token_file).is_file():
+        raise PipelineError(f"KF_PIPELINES_SA_TOKEN_PATH={token_file}: no such file (it must hold the service-account "
+                            "token, e.g. `kubectl -n xdc create token xdc-ci --audience pipelines.kubeflow.org`)")
+    namespace = namespace or os.environ.get("KFP_NAMESPACE") or None
     try:
-        client = kfp.Client(host=host)
-        client.list_experiments(page_size=1)  # kfp.Client connects lazily: fail here, naming the host
+        client = kfp.Client(host=host, credentials=ServiceAccountTokenVolumeCredentials(token_file) if token_file
+                            else None, **({"namespace": namespace} if namespace else {}))
+        client.list_experiments(page_size=1, namespace=namespace)  # kfp.Client connects lazily: fail here, naming the host
         return client
     except Exception as err:  # kfp raises urllib3, requests and ApiException types for the same cause
         raise PipelineError(
             f"cannot reach the Kubeflow Pipelines API at {host}: {type(err).__name__}: "
             f"{str(err).splitlines()[0][:300]}\n  check --host (the KFP API or UI address, e.g. "
             "http://localhost:8080 after `kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`) "
-            "and that you are signed in"
+            "and that you are signed in (KF_PIPELINES_SA_TOKEN_PATH, and the namespace for a multi-user KFP)"
         ) from None
 
 
+def package_pipeline_name(package: Path) -> str:
+    """The pipeline name a compiled pipeline file (``xdc pipeline compile``) declares."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load(package.read_text())
+        return str(spec["pipelineInfo"]["name"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
+        raise PipelineError(f"{package} is not a compiled pipeline (`xdc pipeline compile` writes one): {err}") from None
+
+
 def _start(host: str, which: str, cfg: Config, iterations: int, arguments: Mapping[str, Any], image: str,
-           placement: Placement, run_name: str | None, experiment: str, config: str | None = None) -> tuple[Any, str]:
-    """Compile ``which`` and start a run of it on ``host``: (the client, the run's id)."""
-    client = _connect(host)
+           placement: Placement, run_name: str | None, experiment: str, config: str | None = None,
+           namespace: str | None = None, package: Path | None = None) -> tuple[Any, str]:
+    """Start a run of ``which`` on ``host``, compiled here or, given, the compiled ``package``:
+    (the client, the run's id)."""
+    client = _connect(host, namespace)
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(which, cfg, iterations, Path(tmp) / f"{which}.yaml", image, placement, config)
+        if package is None:
+            package = compile_pipeline(which, cfg, iterations, Path(tmp) / f"{which}.yaml", image, placement, config)
         try:
             result = client.create_run_from_pipeline_package(
-                str(package), arguments=dict(arguments), run_name=run_name, experiment_name=experiment)
+                str(package), arguments=dict(arguments), run_name=run_name, experiment_name=experiment,
+                namespace=namespace or os.environ.get("KFP_NAMESPACE") or None)
         except Exception as err:  # noqa: BLE001 - the API's refusal, whatever its type, is the user's to read
             raise PipelineError(f"the KFP API at {host} refused the {which} run: {type(err).__name__}: "
                                 f"{str(err).splitlines()[0][:300]}") from None
@@ -293,25 +321,32 @@ def submit(
     return run_id
 
 
-def evaluate_on_host(
-    host: str, data_uri: str, encoders: Mapping[str, str], cfg: Config, image: str, placement: Placement,
-    pipeline_root: str, timeout_s: float, experiment: str = "xdc-regression",
+def report_on_host(
+    host: str, which: str, arguments: Mapping[str, Any], cfg: Config, iterations: int, image: str,
+    placement: Placement, pipeline_root: str, timeout_s: float, experiment: str = "xdc-regression",
+    namespace: str | None = None, package: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the ucf101-eval pipeline on the cluster at ``host``, wait for it (at most ``timeout_s``)
-    and return its evaluation report, read from the object store under ``pipeline_root`` (the
-    cluster's default pipeline root, e.g. ``minio://mlpipeline/v2/artifacts``)."""
-    arguments = {"data_uri": data_uri, "video_encoder_uri": encoders["video"],
-                 "audio_encoder_uri": encoders["audio"]}
-    client, run_id = _start(host, EVAL_PIPELINE, cfg, 1, arguments, image, placement, None, experiment)
+    """Run the pipeline ``which`` (the ucf101-eval pipeline, or the pretraining pipeline with its
+    evaluation) with ``arguments`` on the cluster at ``host`` (compiled here, or the compiled
+    ``package``), wait for it (at most ``timeout_s``; interrupted, the run is terminated) and return
+    its evaluation report, read from the object store under ``pipeline_root`` (the cluster's
+    default pipeline root, e.g. ``minio://mlpipeline/v2/artifacts``)."""
+    name = package_pipeline_name(package) if package else \
+        pipeline_name(iterations) if which == PRETRAIN_PIPELINE else which
+    client, run_id = _start(host, which, cfg, iterations, arguments, image, placement, None, experiment,
+                            namespace=namespace, package=package)
     try:
         run = client.wait_for_run_completion(run_id, timeout=timeout_s)
+    except KeyboardInterrupt:  # CI cancels a superseded gate with SIGINT: do not leave its run on the GPUs
+        client.terminate_run(run_id)
+        raise
     except Exception as err:  # noqa: BLE001 - kfp raises TimeoutError or API errors
         raise PipelineError(f"run {run_id} on {host} did not finish within {timeout_s:.0f} s: {err}") from None
     state = str(getattr(run, "state", "")).upper()
     if "SUCCEEDED" not in state:
         raise PipelineError(f"run {run_id} on {host} ended {state or 'in an unknown state'}: see it in the KFP UI")
     # KFP v2 writes each output under <root>/<pipeline>/<run id>/<task>/<execution>/<name>.
-    prefix = f"{pipeline_root.rstrip('/')}/{EVAL_PIPELINE}/{run_id}"
+    prefix = f"{pipeline_root.rstrip('/')}/{name}/{run_id}"
     reports = [k for k in store.list_keys(prefix) if k.startswith("evaluate/") and k.endswith("/report")]
     if not reports:
         raise PipelineError(f"run {run_id} succeeded but no evaluation report is under {prefix}: check "
