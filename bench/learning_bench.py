@@ -199,9 +199,9 @@ def calibration_markdown(dataset: str, calib: dict[str, Any]) -> str:
     cross = (f"{mean(lambda v: v['cross_modal']['nmi']):.3f} "
              f"({mean(lambda v: v['cross_modal']['nmi_chance']):.3f})")
     z = {k: mean(lambda v, k=k: v[k]["z"]) for k in (*MODALITIES, "cross_modal")}
-    return ("Random-init k-means clusters of the data, mean over seeds: NMI (its shuffled chance level; how many "
-            f"shuffle standard deviations above it). XDC can bootstrap where the video-audio agreement is >= "
-            f"{AGREEMENT_Z:g} deviations above chance.\n\n"
+    return ("Random-init k-means clusters of the data, mean over seeds: NMI (its shuffled chance level); how many "
+            "shuffle standard deviations above chance. XDC has something to bootstrap from where the clusters "
+            f"of both modalities carry the class (>= {AGREEMENT_Z:g} deviations above chance).\n\n"
             "| data | NMI with labels, video | NMI with labels, audio | video-audio NMI |\n"
             "|---|---|---|---|\n"
             f"| {dataset} | {cells[0]}; {z['video']:+.0f} sd | {cells[1]}; {z['audio']:+.0f} sd "
@@ -331,6 +331,7 @@ def main() -> int:
     checks: dict[str, Any] = {
         "random_init_clusters_carry_class": {
             m: all(v[m]["z"] >= AGREEMENT_Z for v in calib.values()) for m in MODALITIES},
+        # Informational: near chance at init even where XDC learns (the clusters follow the nuisances).
         "cross_modal_nmi_above_chance_at_init": all(v["cross_modal"]["z"] >= AGREEMENT_Z for v in calib.values()),
     }
     if "supervised" in table:

@@ -15,6 +15,7 @@ def test_independent_clusterings_are_found_at_chance_and_shared_ones_are_not():
     assert agreement_z(independent) < AGREEMENT_Z
     [finding] = findings(2, independent, {}, [16])
     assert "iteration 2" in finding and "agree no more than chance" in finding and "what to try" in finding
+    assert findings(1, independent, {}, [16]) == []  # random-init clusters: low agreement is expected
 
     # Audio clusters that follow the video's for a third of the videos: far above chance.
     shared = np.where(rng.random(600) < 0.33, video, rng.integers(0, 16, 600))
