@@ -11,7 +11,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-tools bench bench-decode install clean images
+.PHONY: demo test test-tools bench bench-family bench-decode install clean images
 
 install: $(STAMP)
 
@@ -37,9 +37,16 @@ test: test-tools
 	$(BIN)/pytest -q  # everything; the fast loop: $(BIN)/pytest -m "not integration"
 
 # The learning benchmark of the README (6 rows x 3 seeds on the sample data, about 80 min on 2 cores):
-# bench/results/learning.{json,md,png}. The decoding benchmark: `make bench-decode`.
+# bench/results/learning.{json,md,png}; `make bench-family` runs it on every member of the dataset
+# family (bench/family.yaml; about an hour per member): bench/results/learning-MEMBER.*. On your own
+# labelled manifest: $(BIN)/python bench/learning_bench.py --data MANIFEST --out FILE.json.
+# The decoding benchmark: `make bench-decode`.
+FAMILY := $(shell sed -n 's/^\([a-z0-9-]*\):.*/\1/p' bench/family.yaml)
 bench: $(STAMP)
 	$(BIN)/python bench/learning_bench.py --out bench/results/learning.json
+
+bench-family: $(STAMP)
+	for m in $(FAMILY); do $(BIN)/python bench/learning_bench.py --member $$m --out bench/results/learning-$$m.json || exit 1; done
 
 bench-decode: $(STAMP)
 	$(BIN)/python bench/decode_bench.py --out bench/results/decode.json

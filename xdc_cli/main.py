@@ -49,11 +49,13 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     from xdc_core.sample_data import SampleSpec, make_sample_dataset
 
     try:
-        spec = SampleSpec(videos=args.videos, classes=args.classes, seed=args.seed)
+        spec = SampleSpec(videos=args.videos, classes=args.classes, seed=args.seed, seconds=args.seconds,
+                          kind=args.kind, video_signal=args.video_signal, audio_signal=args.audio_signal,
+                          nuisance=args.nuisance)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     manifest = make_sample_dataset(args.out, spec)
-    print(f"wrote {spec.videos} videos of {spec.classes} classes (seed {spec.seed}); manifest: {manifest}")
+    print(f"wrote {spec.videos} {spec.kind} videos of {spec.classes} classes (seed {spec.seed}); manifest: {manifest}")
     return 0
 
 
@@ -142,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_args(p)
     p.set_defaults(func=cmd_run)
 
-    from xdc_core.sample_data import SampleSpec  # its defaults are the help's
+    from xdc_core.sample_data import KINDS, SampleSpec  # its defaults are the help's
 
     p = sub.add_parser("sample-data", help="write the embedded synthetic sample dataset and its manifest")
     p.add_argument("--out", type=Path, required=True, help="folder for the videos and manifest.csv")
@@ -150,6 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=SampleSpec.classes,
                    help=f"number of latent classes (default {SampleSpec.classes}, at most 12)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seconds", type=float, default=SampleSpec.seconds, help=f"length of each video (default {SampleSpec.seconds})")
+    p.add_argument("--kind", default=SampleSpec.kind, choices=KINDS,
+                   help="how the class is drawn: shapes (moving shapes, pulsed tones: the embedded default), "
+                        "gratings (drifting gratings, amplitude-modulated tones), pinwheels (turning pinwheels, "
+                        "frequency sweeps); see xdc_core/sample_data.py")
+    p.add_argument("--video-signal", type=float, default=1.0,
+                   help="strength of the class in the picture, 0-4 (default 1; lower is harder)")
+    p.add_argument("--audio-signal", type=float, default=1.0,
+                   help="strength of the class in the sound, 0-4 (default 1; lower is harder)")
+    p.add_argument("--nuisance", type=float, default=1.0,
+                   help="strength of every nuisance (colour, texture, noise, distractor tones, loudness), 0-4 (default 1)")
     p.set_defaults(func=cmd_sample_data)
 
     p = sub.add_parser("decode", help="validate and decode the videos of a manifest into a training-ready dataset")
