@@ -38,12 +38,15 @@ def evaluate(
         results = call(EVALUATE, cfg, {"data": Path(decoded.path), "video_encoder": Path(video_encoder.path),
                                        "audio_encoder": Path(audio_encoder.path), "out": None, "plots": None,
                                        "run": None})
-    log_metrics(metrics, flat_metrics(results))
     Path(report.path).write_text(json.dumps(results, indent=2) + "\n")
     # KFP stores metadata numbers as floats: the iteration numbers come back as 1.0, 2.0, ...
     history = clusters.metadata.get("history", []) if clusters else []
     history = [h | {"iteration": int(h["iteration"])} for h in history]
     with tempfile.TemporaryDirectory() as plots:  # the curves every runner draws, from the plot data
-        write_evaluation(cfg, results, history, plots=Path(plots))
+        summary = write_evaluation(cfg, results, history, plots=Path(plots))
         png = (Path(plots) / "curves.png").read_bytes()
+    # How many signs of a run that is not learning (xdc_core/diagnosis.py; the words are in the log).
+    for finding in summary.get("findings", "").split(" | ") if summary.get("findings") else []:
+        print(f"warning: {finding}")
+    log_metrics(metrics, flat_metrics(results) | {"learning_findings": summary["learning_findings"]})
     Path(curves.path).write_text(curves_html(f"{cfg.cluster.method.upper()}: learning curves", png))

@@ -364,7 +364,7 @@ def test_training_role_manages_pytorchjobs_and_nothing_else(rendered):
 
 PROMTOOL_HINT = "promtool (Debian: apt-get install --no-install-recommends prometheus; .ci/run does)"
 ALERTS = ["XdcTrainingStalled", "XdcTrainLossNotFinite", "XdcDecodeQuarantineHigh", "XdcClusteringDegenerate",
-          "XdcMetricsPushesStopped"]
+          "XdcNotBootstrapping", "XdcMetricsPushesStopped"]
 
 
 def test_every_alert_has_severity_and_runbook(rendered):

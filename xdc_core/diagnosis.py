@@ -1,16 +1,19 @@
 """Is the run learning? The two signs that XDC cannot bootstrap on the data, said in words.
 
 XDC learns from what the two modalities share: each encoder is trained to predict the clusters of
-the other's features. Two measurements of an iteration show when that cannot work (issue: on data
-where random-init features see little of the class, the loop ran three iterations at chance and
-evaluated below random init, and nothing told the user):
+the other's features. On data where random-init features see little of the class, the loop can
+run every iteration at chance and evaluate below random init; two measurements say so early:
 
-* from the second iteration on, the video and the audio clusters still agree no more than chance
-  (their NMI within the spread of the NMI after shuffling): the targets carry nothing the other
-  modality can predict. (Not in the first iteration: random-init clusters follow the nuisances, and
-  on the embedded sample data, where XDC learns, their agreement is within 2 deviations of chance;
-  it is far above from the second iteration on when training taught the encoders something.)
-* an encoder's held-out pseudo-label loss never beat chance (ln k): it memorised its targets.
+* after training, the video and the audio clusters still agree no more than chance (their NMI
+  within the spread of the NMI after shuffling): the targets carry nothing the other modality can
+  predict;
+* an encoder's held-out pseudo-label loss has not beaten chance (ln k) in any iteration: it
+  memorises its targets.
+
+Both are judged from the second iteration on. Random-init clusters follow the nuisances: on the
+embedded sample data, where XDC learns, their video-audio agreement is within 2 deviations of
+chance in the first iteration and tens of deviations above from the second on, and the audio
+encoder's first iteration does not beat chance.
 
 Each finding is a sentence with what to try; the runner logs them and records them in
 metrics.json, the KFP metrics and Prometheus (an alert fires on them).
@@ -23,8 +26,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 # Agreement counts as above chance when the NMI is this many standard deviations of the shuffled
-# NMIs above their mean: with 10 shuffles, 3 keeps the false alarm rate on truly independent
-# clusterings well under 1% while the calibrated sample data sits tens of deviations above.
+# NMIs above their mean: with 10 shuffles, 3 raised 2 false alarms in 200 pairs of independent
+# clusterings (tests/test_diagnosis.py), while trained encoders on the sample data sit tens of
+# deviations above.
 AGREEMENT_Z = 3.0
 
 WHAT_TO_TRY = (
@@ -43,27 +47,35 @@ def agreement_z(cross_modal: Mapping[str, float]) -> float | None:
     return (cross_modal["nmi"] - cross_modal["nmi_chance"]) / max(float(std), 1e-6)
 
 
-def findings(iteration: int, cross_modal: Mapping[str, float] | None,
-             train: Mapping[str, Mapping[str, Any]], classes: Sequence[int]) -> list[str]:
-    """The reasons to believe iteration ``iteration`` taught nothing, each with what to try.
+def findings(iterations: Sequence[Mapping[str, Any]], k: int) -> list[str]:
+    """The reasons to believe the run is not learning, as of the last of ``iterations`` (each as
+    :meth:`RunLayout.iteration_stats` gives it: ``clusters`` with ``cross_modal``, and ``train`` per
+    modality with its held-out ``val_loss`` per epoch; a KFP run's history has the clusters only),
+    each with what to try. ``k``: clusters per clustering (chance loss is ln k).
 
-    ``cross_modal``: kmeans.json's video-audio agreement (nmi, nmi_chance, nmi_chance_std);
-    ``train``: per modality, the training result (its ``val_loss`` per epoch, maybe empty);
-    ``classes``: the number of clusters of each target head (chance loss is the mean of ln k)."""
+    Both signs are judged from the second iteration on: random-init clusters follow the nuisances
+    and one encoder often learns nothing in the first iteration even where XDC works (the audio
+    encoder on the embedded sample data)."""
+    if len(iterations) < 2:
+        return []
+    last = iterations[-1]
+    it = int(last["iteration"])
     found = []
-    z = agreement_z(cross_modal) if cross_modal and iteration >= 2 else None
+    cross = last.get("clusters", {}).get("cross_modal")
+    z = agreement_z(cross) if cross else None
     if z is not None and z < AGREEMENT_Z:
         found.append(
-            f"iteration {iteration}: the video and audio clusters agree no more than chance "
-            f"(NMI {cross_modal['nmi']:.3f}, chance {cross_modal['nmi_chance']:.3f}, "  # type: ignore[index]
-            f"{z:+.1f} standard deviations) after {iteration - 1} iteration(s) of training: the targets "
-            f"carry nothing the other modality can predict, so XDC is not bootstrapping; {WHAT_TO_TRY}")
-    chance = sum(math.log(k) for k in classes) / len(classes) if classes else None
-    for modality, result in train.items():
-        held_out = result.get("val_loss") or []
-        if chance is not None and held_out and min(held_out) >= chance:
+            f"iteration {it}: the video and audio clusters agree no more than chance (NMI {cross['nmi']:.3f}, "
+            f"chance {cross['nmi_chance']:.3f}, {z:+.1f} standard deviations) after {it - 1} iteration(s) of "
+            f"training: the targets carry nothing the other modality can predict, so XDC is not bootstrapping; "
+            f"{WHAT_TO_TRY}")
+    chance = math.log(k)
+    for modality in last.get("train", {}):
+        held_out = [min(i["train"][modality]["val_loss"]) for i in iterations
+                    if i.get("train", {}).get(modality, {}).get("val_loss")]
+        if len(held_out) == len(iterations) and min(held_out) >= chance:
             found.append(
-                f"iteration {iteration}: the {modality} encoder's held-out pseudo-label loss never beat "
-                f"chance (best {min(held_out):.2f}, chance ln k = {chance:.2f}): it memorised its targets "
-                f"and learnt nothing that carries to other videos; {WHAT_TO_TRY}")
+                f"iteration {it}: in none of the {it} iterations did the {modality} encoder's held-out "
+                f"pseudo-label loss beat chance (best {min(held_out):.2f}, chance ln k = {chance:.2f}): it "
+                f"memorises its targets and learns nothing that carries to other videos; {WHAT_TO_TRY}")
     return found

@@ -54,6 +54,11 @@ KMEANS_NMI_PREVIOUS = _gauge("xdc_kmeans_nmi_previous", "NMI with the previous i
 KMEANS_PURITY = _gauge("xdc_kmeans_purity", "Cluster purity against the labels (reporting only)", _CLUSTERING)
 KMEANS_NMI_CROSS = _gauge("xdc_kmeans_nmi_cross_modal", "NMI between the video and the audio clusters",
                           ("method", "iteration"))
+# Its chance level and spread: the alert XdcNotBootstrapping compares them (xdc_core/diagnosis.py).
+KMEANS_NMI_CROSS_CHANCE = _gauge("xdc_kmeans_nmi_cross_modal_chance",
+                                 "Mean NMI of the video and audio clusters after shuffling", ("method", "iteration"))
+KMEANS_NMI_CROSS_CHANCE_STD = _gauge("xdc_kmeans_nmi_cross_modal_chance_std",
+                                     "Standard deviation of the shuffled NMIs", ("method", "iteration"))
 TRAIN_EPOCH = _gauge("xdc_train_epoch", "Epochs finished in this iteration's training", _TRAIN)
 TRAIN_STEP = _gauge("xdc_train_step", "SGD steps taken in this iteration's training", _TRAIN)
 TRAIN_LOSS = _gauge("xdc_train_loss", "Training loss of the last step", _TRAIN)
@@ -108,7 +113,10 @@ def record_clusters(stats: Mapping[str, Mapping[str, Any]], method: str, iterati
     """The statistics :func:`xdc_core.steps.kmeans_step` returns, one clustering of ``videos`` at a time."""
     for name, c in stats.items():
         if name == cross_modal:
-            KMEANS_NMI_CROSS.labels(method=method, iteration=str(iteration)).set(c["nmi"])
+            for gauge, key in ((KMEANS_NMI_CROSS, "nmi"), (KMEANS_NMI_CROSS_CHANCE, "nmi_chance"),
+                               (KMEANS_NMI_CROSS_CHANCE_STD, "nmi_chance_std")):
+                if c.get(key) is not None:
+                    gauge.labels(method=method, iteration=str(iteration)).set(c[key])
             continue
         labels = {"clustering": name, "method": method, "iteration": str(iteration)}
         KMEANS_SECONDS.labels(**labels).set(seconds)

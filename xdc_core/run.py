@@ -22,6 +22,7 @@ import yaml
 from . import store
 from .config import MODALITIES, Config
 from .device import resolve_device
+from .diagnosis import findings
 from .errors import RunError
 from .layout import RunLayout
 from .run_lock import run_lock
@@ -171,6 +172,8 @@ def _run(data: str | Path | None, layout: RunLayout, cfg: Config, evaluate: bool
         for path in [p for p in outputs if p not in layout.stats_files(it)] + layout.stats_files(it):
             publish(path)  # the statistics last: they mark the iteration done
         log(" | ".join([f"{head} k={cfg.cluster.k}", *parts, f"{time.perf_counter() - t0:.1f} s"]))
+        for finding in findings([layout.iteration_stats(i) for i in range(1, it + 1)], cfg.cluster.k):
+            log(f"warning: {finding}")
 
     for m in MODALITIES:
         # through the one atomic writer: a full disk never leaves a truncated encoder under its final name

@@ -22,6 +22,7 @@ from torch import nn
 
 from . import distributed, metrics  # metrics: the live training monitor
 from .config import MODALITIES, Config
+from .diagnosis import findings
 from .dataset import ClipDataset, read_index
 from .decode import DatasetMismatch, check_accepted, decode_dataset
 from .device import resolve_device
@@ -393,12 +394,18 @@ def iteration_stats(layout: RunLayout, cfg: Config) -> list[dict[str, Any]]:
 
 def write_evaluation(cfg: Config, results: dict[str, Any] | None, iterations: list[dict[str, Any]],
                      out: Path | None = None, plots: Path | None = None) -> dict[str, Any]:
-    """What every caller writes of an evaluation: metrics.json (:func:`metrics_summary`) at ``out``,
+    """What every caller writes of an evaluation: metrics.json (:func:`metrics_summary`, with the
+    findings of :func:`xdc_core.diagnosis.findings` when the run is not learning) at ``out``,
     the plot data of ``iterations`` (:meth:`RunLayout.iteration_stats` of each) and the learning
     curves drawn from it (curves.png) in ``plots``. ``results`` None: not evaluated. Returns the summary."""
     from .plots import write_plots  # the chart code is only needed here
 
     summary = metrics_summary(cfg, results or {})
+    # The signs that the run is not learning (xdc_core/diagnosis.py), in words for the reader.
+    found = findings(iterations, cfg.cluster.k)
+    summary["learning_findings"] = len(found)
+    if found:
+        summary["findings"] = " | ".join(found)
     if out is not None:
         write_json(out, summary)
     if plots is not None:
