@@ -2,6 +2,7 @@
 
 import ast
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -212,6 +213,18 @@ def test_a_new_step_is_picked_up_from_its_declaration(monkeypatch, tiny_decoded,
                                   "--out runs/dvc/iter_${key}/count.json")
     assert stage["do"]["outs"] == ["runs/dvc/iter_${key}/count.json"] and stage["do"]["params"] == ["train.split"]
     assert {"runs/dvc/decoded", "tests/test_cli.py", "xdc_core/steps.py", "xdc_core/store.py"} <= set(stage["do"]["deps"])
+    dvc = Path(sys.executable).parent / "dvc"  # and DVC itself reads it as a stage per iteration
+    if dvc.is_file():
+        repo = tmp_path / "dvc"
+        repo.mkdir()
+        (repo / "dvc.yaml").write_text(dvc_yaml(2))
+        shutil.copyfile(Path(__file__).resolve().parents[1] / "params.yaml", repo / "params.yaml")
+        env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+        subprocess.run([str(dvc), "init", "-q", "--no-scm"], cwd=repo, check=True, env=env)
+        listed = subprocess.run([str(dvc), "stage", "list"], cwd=repo, capture_output=True, text=True, env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert {"count@01", "count@02"} <= {line.split()[0] for line in listed.stdout.splitlines()}
+        assert "runs/dvc/iter_02/count.json" in listed.stdout
 
     run(tiny_decoded, tmp_path / "run", build_config(yaml.safe_load(settings.read_text())), evaluate=False,
         progress=False, log=lambda _: None)
