@@ -1,14 +1,17 @@
 """The regression gates: their arithmetic, then `xdc regress --local` end to end through kfp.local
-on a miniature UCF101-format dataset. Each gate is shown to test the code it gates: a change
-planted in the library (a copy of xdc_core first on PYTHONPATH, which the kfp.local tasks, plain
-subprocesses of `xdc regress`, import as well) fails the matching gate, and the unchanged code
-passes it; a missing baseline is the neutral verdict; bad input exits 2."""
+on a miniature UCF101-format dataset. The evaluation gate is shown to test the code it gates: a
+change planted in the library (a copy of xdc_core first on PYTHONPATH, which the kfp.local tasks,
+plain subprocesses of `xdc regress`, import as well) fails it, and the unchanged code passes it at
+a seed outside the baseline; a missing baseline is the neutral verdict; bad input exits 2. The
+pretraining gate: its verdicts before any run (docs/regression.md says why no more)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +105,8 @@ def test_a_pretraining_baseline_holds_only_for_its_budget(tmp_path):
 
 def planted(tmp_path: Path, file: str, old: str, new: str) -> Path:
     """A copy of xdc_core with ``old`` replaced by ``new`` in ``file`` (which must hold it once):
-    the folder to put first on PYTHONPATH."""
+    the folder to put first on PYTHONPATH (and run outside the repository, whose xdc_core a
+    `python -m` started there finds first)."""
     root = tmp_path / "planted"
     shutil.copytree(XDC_CORE, root / "xdc_core", ignore=shutil.ignore_patterns("__pycache__"))
     path = root / "xdc_core" / file
@@ -179,12 +183,15 @@ def gate(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-def regress(gate: dict[str, Path], which: str, *extra: str, baseline: Path | None = None):
-    """The evaluation gate on the encoder pair ``which`` (trained or random)."""
-    return xdc("regress", "--local", "--manifest", str(gate["manifest"]), "--config", str(gate["settings"]),
-               "--video-encoder", str(gate[f"{which}_video"]), "--audio-encoder", str(gate[f"{which}_audio"]),
-               "--baseline", str(baseline or gate["root"] / "baseline.json"), "--out", str(gate["root"] / "work"),
-               *extra)
+def regress(gate: dict[str, Path], which: str, *extra: str, baseline: Path | None = None, cwd: Path | None = None):
+    """The evaluation gate on the encoder pair ``which`` (trained or random), run in ``cwd``."""
+    args = ["regress", "--local", "--manifest", str(gate["manifest"]), "--config", str(gate["settings"]),
+            "--video-encoder", str(gate[f"{which}_video"]), "--audio-encoder", str(gate[f"{which}_audio"]),
+            "--baseline", str(baseline or gate["root"] / "baseline.json"), "--out", str(gate["root"] / "work"), *extra]
+    if cwd is None:
+        return xdc(*args)
+    exe = shutil.which("xdc") or str(Path(sys.executable).parent / "xdc")
+    return subprocess.run([exe, *args], capture_output=True, text=True, cwd=cwd)
 
 
 # A broken resize in decode: every frame squeezed through 2x2 pixels before it is scaled to its
@@ -228,9 +235,11 @@ def test_evaluation_gate_passes_the_code_and_encoders_it_was_measured_with_and_c
     assert report["outcome"] == "regression" and not verdicts["video_probe_top1"]["passed"], verdicts
     assert "**FAIL**" in r.stdout and "## Regression gate (evaluation): FAILED" in summary.read_text()
 
-    # the same encoders, the library's decode broken: the video metric falls
+    # The same encoders, the library's decode broken: the video metric falls. Run outside the
+    # repository: the kfp.local tasks are `python -m` subprocesses in the caller's folder, whose
+    # own xdc_core would come before PYTHONPATH's.
     monkeypatch.setenv("PYTHONPATH", str(planted(tmp_path, *BROKEN_RESIZE)))
-    r = regress(gate, "trained", "--set", "seed=2", "--report", str(tmp_path / "planted.json"))
+    r = regress(gate, "trained", "--set", "seed=2", "--report", str(tmp_path / "planted.json"), cwd=tmp_path)
     assert r.returncode == Outcome.REGRESSION, r.stdout[-3000:] + r.stderr[-3000:]
     report = json.loads((tmp_path / "planted.json").read_text())
     verdicts = {m["metric"]: m for m in report["metrics"]}
