@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -104,6 +104,9 @@ def _child(argv: list[str], env: dict[str, str], fsize: int | None, out: Connect
     os.dup2(out.fileno(), 1)
     os.dup2(out.fileno(), 2)
     os.environ.update(env)
+    # A forkserver child inherits its start method; a real `xdc` has the platform's (fork on Linux), which
+    # its DataLoader workers use: with forkserver they would be the server's children, not this process's.
+    multiprocessing.set_start_method(multiprocessing.get_all_start_methods()[0], force=True)
     if fsize is not None:  # Python ignores SIGXFSZ: a write past the limit fails with EFBIG
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
     import torch
@@ -186,8 +189,9 @@ class Outcome:
 
 
 def xdc(argv: list[str], kill_at: float | None = None, env: dict[str, str] | None = None,
-        fsize: int | None = None, timeout: float = 300) -> Outcome:
-    """Run ``xdc ARGV`` in a forked process; ``kill_at``: SIGKILL it that many seconds after its start."""
+        fsize: int | None = None, timeout: float = 300, kill_when: Callable[[int], bool] | None = None) -> Outcome:
+    """Run ``xdc ARGV`` in a forked process; ``kill_at``: SIGKILL it that many seconds after its start,
+    or (with ``kill_when``) as soon as ``kill_when(pid)`` holds, if that comes first."""
     start_forkserver()
     reader, writer = multiprocessing.Pipe(duplex=False)
     env = {"XDC_CACHE_DIR": os.environ.get("XDC_CACHE_DIR", ""), **(env or {})}
@@ -198,7 +202,11 @@ def xdc(argv: list[str], kill_at: float | None = None, env: dict[str, str] | Non
     writer.close()
     pump = threading.Thread(target=_drain, args=(reader, chunks), daemon=True)
     pump.start()
-    proc.join(kill_at if kill_at is not None else timeout)
+    if kill_when is not None:
+        while proc.exitcode is None and not kill_when(proc.pid) and time.monotonic() - started < (kill_at or timeout):
+            proc.join(0.05)
+    else:
+        proc.join(kill_at if kill_at is not None else timeout)
     orphans: set[int] = set()
     cpu = 0.0
     if proc.exitcode is None:
@@ -264,6 +272,16 @@ def compare(ref: Path, run: Path, outputs: list[str]) -> tuple[list[str], int]:
                 {f.relative_to(ref) for f in files}
             problems += [f"{rel}: not in the uninterrupted run" for rel in sorted(extra)]
     return problems, lost
+
+
+def results(step: str) -> list[str]:
+    """The outputs of ``step`` that are results; a training checkpoint folder is resume state instead,
+    held to :func:`intact` (it verifies) rather than to the uninterrupted run's bytes."""
+    return [out for out in STEPS[step][0] if not Path(out).name.startswith("train_") or "." in out]
+
+
+def checkpoints_sound(run: Path, step: str) -> bool:
+    return all(intact(Path(), run / out / "last.pt") for out in STEPS[step][0] if out not in results(step))
 
 
 def fresh_copy(ref: Path, dst: Path, step: str) -> Path:
@@ -333,7 +351,6 @@ def _kill_points() -> list[tuple[str, int, float]]:
 
 @pytest.mark.parametrize("step", list(STEPS))
 def test_kill_9_then_rerun_gives_the_same_files(reference, step, tmp_path):
-    outputs = STEPS[step][0]
     for _, i, fraction in [p for p in _kill_points() if p[0] == step]:
         run = fresh_copy(reference.run, tmp_path / f"run{i}", step)
         argv = reference.argv(step, run)
@@ -347,9 +364,10 @@ def test_kill_9_then_rerun_gives_the_same_files(reference, step, tmp_path):
         assert not killed.orphans, f"{step} killed at {fraction:.0%}: processes left running: {killed.orphans}"
         rerun = xdc(argv)
         assert rerun.code == 0, f"{step} rerun after a kill at {fraction:.0%}: {rerun.log[-3000:]}"
-        problems, lost = compare(reference.run, run, outputs)
+        problems, lost = compare(reference.run, run, results(step))
         TALLY["bytes_lost"] += lost
         assert not problems, f"{step} killed at {fraction:.0%}, then rerun: {problems}"
+        assert checkpoints_sound(run, step)
         assert not leftovers(run), f"{step} killed at {fraction:.0%}, then rerun: {leftovers(run)}"
         TALLY["kill.survived"] += killed.code is None
 
@@ -384,6 +402,24 @@ def test_kill_9_and_sigterm_of_xdc_decode_leave_no_process(tiny_sample, tmp_path
         assert not leftovers(out)
         TALLY["kill.survived"] += 1
 
+
+
+def test_kill_9_of_a_step_with_dataloader_workers_leaves_none(reference, tmp_path):
+    """Training with 2 DataLoader workers, killed once they run: they end with it; the rerun with
+    the same workers gives the files of the reference run, trained without workers."""
+    run = fresh_copy(reference.run, tmp_path / "run", "train_video")
+    argv = [*reference.argv("train_video", run), "--set", "train.workers=2"]
+    killed = xdc(argv, kill_at=120, kill_when=lambda pid: len(descendants(pid)) >= 2)
+    assert killed.code is None, f"trained to the end before its workers were seen: {killed.log[-3000:]}"
+    TALLY["kill.injected"] += 1
+    assert not killed.orphans, f"DataLoader workers left running: {killed.orphans}"
+    rerun = xdc(argv)
+    assert rerun.code == 0, rerun.log[-3000:]
+    problems, lost = compare(reference.run, run, results("train_video"))
+    TALLY["bytes_lost"] += lost
+    assert checkpoints_sound(run, "train_video")
+    assert not problems and not leftovers(run), (problems, leftovers(run))
+    TALLY["kill.survived"] += 1
 
 # -- a full disk -----------------------------------------------------------------------------------
 
@@ -433,9 +469,9 @@ def test_a_full_disk_exits_2_and_leaves_no_truncated_file(reference, step, tmp_p
         assert not bad, f"{step} with a {limit}-byte file limit left files unlike the finished run's: {bad}"
         rerun = xdc(argv)
         assert rerun.code == 0, rerun.log[-3000:]
-        problems, lost = compare(reference.run, run, outputs)
+        problems, lost = compare(reference.run, run, results(step))
         TALLY["bytes_lost"] += lost
-        assert not problems and not leftovers(run), (problems, leftovers(run))
+        assert not problems and not leftovers(run) and checkpoints_sound(run, step), (problems, leftovers(run))
         TALLY["disk_full.survived"] += 1
 
 
