@@ -22,24 +22,20 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import ctypes
 import errno
 import io
 import json
 import os
 import posixpath
-import signal
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from fractions import Fraction
 from hashlib import sha1
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +61,10 @@ from .media.timing import resample_frames
 from .media.x264 import reproducible_params
 from .metrics import record_decoded
 from .store import atomic_write, write_json
+from .worker_pool import worker_pool
 
 FORMAT_VERSION = 2  # 2: x264 without its AVX-512 kernel (byte-reproducible files, media/x264.py)
 TMP_VIDEO, TMP_AUDIO = ".tmp.mp4", ".tmp.npy"  # a video's files while it is written (renamed when complete)
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 INDEX_COLUMNS = ("index", "id", "path", "label", "split", "duration", "frames", "width", "height", "audio_samples")
 
 
@@ -300,60 +296,13 @@ def _reusable(record: dict[str, Any] | None, out: Path) -> bool:
     return True
 
 
-def _end_with(parent: int) -> None:
-    """Worker initializer: end this worker when ``parent`` (the decode) ends, however it ends.
-
-    A spawn worker blocks on the pool's queue, whose pipe it holds both ends of, so a parent killed
-    by ``kill -9`` would leave it (and, through it, multiprocessing's resource tracker) waiting for
-    ever. Linux kills it with the parent (PR_SET_PDEATHSIG); elsewhere, or if the parent ended before
-    the prctl, a thread notices the parent is gone within a second."""
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: the thread below does it
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
-        os._exit(1)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="xdc-parent-watch", daemon=True).start()
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-
-@contextlib.contextmanager
-def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
-    """A pool of spawn workers that never outlive the decode (:func:`_end_with`). SIGTERM becomes a
-    KeyboardInterrupt while it runs, and an interrupted or failed decode stops its workers at once
-    rather than waiting for the videos in flight (a rerun redoes them)."""
-    ctx = get_context("spawn")  # no fork: the parent may hold threads (tqdm, torch)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_end_with, initargs=(os.getpid(),))
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
-    try:
-        yield pool
-    except BaseException:
-        # The public shutdown waits for the running tasks (terminate_workers() is Python 3.14's)
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
-            proc.terminate()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    finally:
-        pool.shutdown(wait=True)
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
-
-
 def _run_pool(
     todo: list[str], workers: int, task: Callable[[str], dict[str, Any]], on_done: Callable[[dict[str, Any]], None]
 ) -> None:
     """Run ``task`` over ``todo`` in worker processes; isolate any file that kills its worker."""
     crashed: list[str] = []
     if todo:
-        with _worker_pool(min(workers, len(todo))) as pool:
+        with worker_pool(min(workers, len(todo))) as pool:
             futures = {pool.submit(task, path): path for path in todo}
             for fut in as_completed(futures):
                 try:
@@ -364,7 +313,7 @@ def _run_pool(
     # to find the one that really crashes.
     for path in crashed:
         try:
-            with _worker_pool(1) as pool:
+            with worker_pool(1) as pool:
                 on_done(pool.submit(task, path).result())
         except BrokenProcessPool:
             err = WorkerCrashed(path, "the decoder process crashed on this file (corrupt data?)")

@@ -34,16 +34,15 @@ seed; video ``i`` does not depend on how many are made.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
-from multiprocessing import get_context
 from pathlib import Path
 
 import av
 import numpy as np
 
 from .manifest import write_manifest
+from .worker_pool import worker_pool
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "diamond", "bar", "plus", "vbar", "hourglass", "half", "frame")
 MOTIONS = ("horizontal", "vertical", "circle", "diagonal", "zigzag", "still")
@@ -386,7 +385,7 @@ def make_sample_dataset(out_dir: str | Path, spec: SampleSpec = SampleSpec(), wo
     (out / "videos").mkdir(parents=True, exist_ok=True)
     labels = np.random.default_rng([spec.seed, 0]).permutation(np.arange(spec.videos) % spec.classes)
     jobs = [(out / f"videos/sample_{i:04d}.mp4", c, i, spec) for i, c in enumerate(labels.tolist())]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with worker_pool(workers) as pool:  # a killed sample-data run leaves no workers behind
         list(pool.map(_make_one, *zip(*jobs, strict=True), chunksize=8))
     seen = [0] * spec.classes
     rows: list[tuple[str, str | None, str | None]] = []
