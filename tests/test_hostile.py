@@ -63,7 +63,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_not_run(tmp_path, digest):
     marker = tmp_path / "pwned"
     last = plant(tmp_path / "ckpt", marker, digest)
     with pytest.raises(RunError, match=f"{last} is not a training checkpoint xdc wrote.*delete it"):
-        Checkpoints(tmp_path / "ckpt", print).load("x", torch.device("cpu"))
+        Checkpoints(tmp_path / "ckpt", "x", print).load(torch.device("cpu"))
     assert not marker.exists()
 
 
@@ -82,28 +82,38 @@ def test_xdc_run_refuses_a_planted_checkpoint_and_runs_nothing(tiny_decoded, tin
     assert not (out / "iter_01" / "video_encoder.pt").exists()
 
 
+class _State:
+    """What Checkpoints.save takes: a training state's ``state_dict()``."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def state_dict(self) -> dict:
+        return _state(self.n)
+
+
 def _state(n: int) -> dict:
-    return {"fingerprint": "f", "epoch": n, "step": 0, "totals": [0.0, 0.0], "model": {"w": torch.full((3,), n)},
+    return { "epoch": n, "step": 0, "totals": [0.0, 0.0], "model": {"w": torch.full((3,), n)},
             "optimizer": {"state": {}, "param_groups": []}, "result": {}, "best": {"val": float("inf")}}
 
 
 def test_a_damaged_checkpoint_fails_its_digest(tmp_path):
-    ckpts = Checkpoints(tmp_path, print)
-    ckpts.save(_state(1))
+    ckpts = Checkpoints(tmp_path, "f", print)
+    ckpts.save(_State(1))
     assert (tmp_path / "last.pt.sha256").is_file()
-    assert Checkpoints(tmp_path, print).load("f", torch.device("cpu"))["epoch"] == 1
+    assert Checkpoints(tmp_path, "f", print).load(torch.device("cpu"))["epoch"] == 1
     data = bytearray((tmp_path / "last.pt").read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped bit in the middle of the tensors
     (tmp_path / "last.pt").write_bytes(bytes(data))
     with pytest.raises(RunError, match="its SHA-256 is not the one .*last.pt.sha256 lists.*delete it"):
-        Checkpoints(tmp_path, print).load("f", torch.device("cpu"))
+        Checkpoints(tmp_path, "f", print).load(torch.device("cpu"))
 
 
 def test_killed_between_digest_and_checkpoint_still_resumes(tmp_path, monkeypatch):
     """The digest is written first and lists the file still in place too: a kill between the two
     writes leaves the previous checkpoint, which still verifies and loads."""
-    ckpts = Checkpoints(tmp_path, print)
-    ckpts.save(_state(1))
+    ckpts = Checkpoints(tmp_path, "f", print)
+    ckpts.save(_State(1))
     from xdc_core import store
 
     real = store.write_bytes
@@ -115,27 +125,27 @@ def test_killed_between_digest_and_checkpoint_still_resumes(tmp_path, monkeypatc
 
     monkeypatch.setattr(store, "write_bytes", killed_at_the_checkpoint)
     with pytest.raises(KeyboardInterrupt):
-        ckpts.save(_state(2))
+        ckpts.save(_State(2))
     monkeypatch.undo()
-    state = Checkpoints(tmp_path, print).load("f", torch.device("cpu"))
+    state = Checkpoints(tmp_path, "f", print).load(torch.device("cpu"))
     assert state["epoch"] == 1 and torch.equal(state["model"]["w"], torch.full((3,), 1))
-    ckpts = Checkpoints(tmp_path, print)  # and the next save after a resume lists only the two it knows
-    ckpts.load("f", torch.device("cpu"))
-    ckpts.save(_state(3))
+    ckpts = Checkpoints(tmp_path, "f", print)  # and the next save after a resume lists only the two it knows
+    ckpts.load(torch.device("cpu"))
+    ckpts.save(_State(3))
     assert len((tmp_path / "last.pt.sha256").read_text().splitlines()) == 2
-    assert Checkpoints(tmp_path, print).load("f", torch.device("cpu"))["epoch"] == 3
+    assert Checkpoints(tmp_path, "f", print).load(torch.device("cpu"))["epoch"] == 3
 
 
 def test_checkpoints_in_the_object_store_carry_their_digest(bucket):
     from xdc_core import store
 
     where = f"s3://{bucket}/ckpt"
-    Checkpoints(where, print).save(_state(4))
+    Checkpoints(where, "f", print).save(_State(4))
     assert store.exists(f"{where}/last.pt.sha256")
-    assert Checkpoints(where, print).load("f", torch.device("cpu"))["epoch"] == 4
+    assert Checkpoints(where, "f", print).load(torch.device("cpu"))["epoch"] == 4
     store.write_bytes(f"{where}/last.pt", pickle.dumps({"fingerprint": "f"}))
     with pytest.raises(RunError, match=f"{where}/last.pt is not a training checkpoint xdc wrote"):
-        Checkpoints(where, print).load("f", torch.device("cpu"))
+        Checkpoints(where, "f", print).load(torch.device("cpu"))
 
 
 # -- 2. a rerun never mixes settings; two runs never share an OUT --------------------------------

@@ -11,6 +11,7 @@ run`` with the same settings. Paths may be object-store URIs (:mod:`xdc_cli.path
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 from contextlib import ExitStack
 from typing import Any
@@ -24,7 +25,8 @@ from .settings import add_settings_args, load_settings, positive_int
 
 def _what(spec: Any, args: argparse.Namespace) -> str:
     """How messages name the step: ``train (video, iteration 2)``."""
-    parts = [getattr(args, "modality", None), f"iteration {args.iteration}" if hasattr(args, "iteration") else None]
+    iteration = getattr(args, "iteration", None)
+    parts = [getattr(args, "modality", None), f"iteration {iteration}" if iteration is not None else None]
     parts = [p for p in parts if p]
     return spec.name + (f" ({', '.join(parts)})" if parts else "")
 
@@ -43,9 +45,11 @@ def cmd_step(args: argparse.Namespace) -> int:
         needs = NEEDS.get((spec.name, port.name))
         if needs and getattr(args, port.name) is not None and getattr(args, needs) is None:
             raise ConfigError(f"--{port.name} needs --{needs}: {port.help}")
+    iteration = getattr(args, "iteration", None)
+    if iteration is None and "iteration" in inspect.signature(spec.function).parameters:
+        raise ConfigError(f"xdc step {spec.name} needs --iteration N (1-based): it seeds the step")
     cfg, _ = load_settings(args)
-    slot = Slot(getattr(args, "iteration", 0), getattr(args, "iteration", 1) - 1, cfg.cluster.iterations,
-                getattr(args, "modality", ""))
+    slot = Slot(iteration or 0, (iteration or 1) - 1, cfg.cluster.iterations, getattr(args, "modality", ""))
     flags = {f"--{p.name.replace('_', '-')}": getattr(args, p.name) for p in spec.inputs}
     with ExitStack() as stack, named_inputs(_what(spec, args), flags):
         paths = {p.name: getattr(args, p.name) if p.direct else
@@ -92,8 +96,9 @@ def add_step_parser(sub: Any) -> None:
         if spec.per_modality:
             p.add_argument("--modality", choices=MODALITIES, required=True)
         if spec.per_iteration:
-            p.add_argument("--iteration", type=positive_int, required=True,
-                           help="iteration number (1-based; seeds k-means and training)")
+            p.add_argument("--iteration", type=positive_int,
+                           help="iteration number (1-based): seeds k-means and training, where they need it; "
+                           "embedding takes any encoder, so it is optional there")
         for port in spec.ports:
             p.add_argument(f"--{port.name.replace('_', '-')}", dest=port.name, required=not port.optional,
                            help=port.help)

@@ -120,7 +120,9 @@ def call(spec: StepSpec, cfg: Config, paths: dict[str, Any], slot: Slot = Slot()
     if spec.data_parallel:
         from . import distributed
 
-        result = distributed.launch(functools.partial(spec.function, **kwargs), (), processes)
+        # torchrun's engine names the processes after the entry point, which a bare partial lacks
+        entry = functools.update_wrapper(functools.partial(spec.function, **kwargs), spec.function)
+        result = distributed.launch(entry, (), processes)
     else:
         result = spec.function(**kwargs)
     if spec.record is not None:
