@@ -183,8 +183,10 @@ def count_step(data: Path, cfg, iteration: int, out: Path) -> dict:
 
 
 def test_a_new_step_is_picked_up_from_its_declaration(monkeypatch, tiny_decoded, tmp_path):
-    """One declaration: `xdc step count`, a DVC stage per iteration, and a file in every iteration
-    of `xdc run`, at the place the run layout gives it."""
+    """One declaration: `xdc step count`, its settings and code in DVC's loop stage, and a file in
+    every iteration of `xdc run`, at the place the run layout gives it."""
+    import dataclasses
+
     import yaml
 
     from conftest import TINY_SETTINGS
@@ -207,24 +209,13 @@ def test_a_new_step_is_picked_up_from_its_declaration(monkeypatch, tiny_decoded,
                  "--config", str(settings)]) == 0
     assert json.loads((tmp_path / "c.json").read_text()) == {"videos": 12, "iteration": 1}
 
-    stage = yaml.safe_load(dvc_yaml(2))["stages"]["count"]
-    assert stage["foreach"] == "${iterations}"
-    assert stage["do"]["cmd"] == ("xdc step count --config params.yaml --iteration ${key} --data runs/dvc/decoded "
-                                  "--out runs/dvc/iter_${key}/count.json")
-    assert stage["do"]["outs"] == ["runs/dvc/iter_${key}/count.json"] and stage["do"]["params"] == ["train.split"]
-    assert {"runs/dvc/decoded", "tests/test_cli.py", "xdc_core/steps.py", "xdc_core/store.py"} <= set(stage["do"]["deps"])
-    dvc = Path(sys.executable).parent / "dvc"  # and DVC itself reads it as a stage per iteration
-    if dvc.is_file():
-        repo = tmp_path / "dvc"
-        repo.mkdir()
-        (repo / "dvc.yaml").write_text(dvc_yaml(2))
-        shutil.copyfile(Path(__file__).resolve().parents[1] / "params.yaml", repo / "params.yaml")
-        env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-        subprocess.run([str(dvc), "init", "-q", "--no-scm"], cwd=repo, check=True, env=env)
-        listed = subprocess.run([str(dvc), "stage", "list"], cwd=repo, capture_output=True, text=True, env=env)
-        assert listed.returncode == 0, listed.stderr
-        assert {"count@01", "count@02"} <= {line.split()[0] for line in listed.stdout.splitlines()}
-        assert "runs/dvc/iter_02/count.json" in listed.stdout
+    # DVC runs it inside the loop's stage: its settings and its code are that stage's dependencies
+    stage = yaml.safe_load(dvc_yaml())["stages"]["pretrain"]
+    assert {"runs/dvc/decoded", "tests/test_cli.py", "xdc_core/steps.py", "xdc_core/store.py"} <= set(stage["deps"])
+    reading = dataclasses.replace(toy, params=("evaluate.workers",))  # a setting no other loop step reads
+    monkeypatch.setattr(step_specs, "STEPS", (*step_specs.STEPS[:-1], reading))
+    assert "evaluate.workers" in yaml.safe_load(dvc_yaml())["stages"]["pretrain"]["params"]
+    monkeypatch.setattr(step_specs, "STEPS", (*step_specs.STEPS[:-1], toy))
 
     run(tiny_decoded, tmp_path / "run", build_config(yaml.safe_load(settings.read_text())), evaluate=False,
         progress=False, log=lambda _: None)

@@ -1,11 +1,11 @@
 """`dvc repro` of the XDC loop: the repository's dvc.yaml and params.yaml, run by real DVC.
 
-dvc.yaml is generated from params.yaml (``xdc dvc-yaml``). The pipeline is copied into a fresh
-git repository with the tiny settings of conftest.py (16 videos, k=3, two iterations, its dvc.yaml
-generated for them); then the whole loop runs and computes what ``xdc run`` computes, a change of
-cluster.k re-runs exactly the stages that read it or depend on what they wrote, so does a change
-of the training code, and what was pushed to a real S3 server (``rclone serve s3``) pulls back
-into a fresh clone byte for byte.
+dvc.yaml is generated from the step declarations (``xdc dvc-yaml``). The pipeline is copied into a
+fresh git repository with the tiny settings of conftest.py (16 videos, k=3, two iterations); then
+the whole loop runs and computes what ``xdc run`` computes, a change of cluster.k re-runs exactly
+the stages that read it or depend on what they wrote, so does a change of the training code, what
+was pushed to a real S3 server (``rclone serve s3``) pulls back into a fresh clone byte for byte,
+and ``dvc exp run -S cluster.iterations=N`` runs N iterations.
 """
 
 from __future__ import annotations
@@ -69,36 +69,30 @@ def test_params_yaml_is_the_cpu_demo_preset_in_full():
         load_config(REPO / "params.yaml")
 
 
-def test_dvc_yaml_is_generated_from_params_yaml():
-    """The committed dvc.yaml is what `xdc dvc-yaml` writes for params.yaml: the iteration count
-    lives in params.yaml only."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert (REPO / "dvc.yaml").read_text() == dvc_yaml(params["cluster"]["iterations"]), \
-        "dvc.yaml is stale: run `xdc dvc-yaml`"
+def test_dvc_yaml_is_generated_from_the_declarations():
+    """The committed dvc.yaml is what `xdc dvc-yaml` writes: no setting lives in it."""
+    assert (REPO / "dvc.yaml").read_text() == dvc_yaml(), "dvc.yaml is stale: run `xdc dvc-yaml`"
 
 
 def test_generated_stages_declare_their_params_and_code():
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    pipeline = yaml.safe_load(dvc_yaml(4))
-    stages = pipeline["stages"]
-    its = next(v["iterations"] for v in pipeline["vars"] if "iterations" in v)
-    assert list(its) == ["01", "02", "03", "04"] and [v["prev"] for v in its.values()] == ["00", "01", "02", "03"]
-    assert {"runs/dvc/iter_04/video_encoder.pt", "runs/dvc/iter_04/kmeans.json",
-            "runs/dvc/iter_01/train_audio.json"} <= set(stages["evaluate"]["deps"])
+    stages = yaml.safe_load(dvc_yaml())["stages"]
+    assert list(stages) == ["sample_data", "decode", "pretrain", "evaluate"]
+    assert stages["evaluate"]["deps"][:2] == ["runs/dvc/decoded", "runs/dvc/pretrain"]
     for name, stage in stages.items():
-        body = stage.get("do", stage)
-        for p in declared_params(body):
+        for p in declared_params(stage):
             lookup(params, p)  # a KeyError names a declared parameter params.yaml does not have
-        code = [d for d in body["deps"] if d.startswith("xdc_core/")]
+        code = [d for d in stage["deps"] if d.startswith("xdc_core/")]
         assert code and all((REPO / d).exists() for d in code), name  # each lists its code, and it exists
         if name != "sample_data":
-            assert body["cmd"].startswith(("xdc step ", "xdc decode ")) and "--config params.yaml" in body["cmd"], name
-    assert "xdc_core/train.py" in stages["train_video"]["do"]["deps"]
-    # cluster.k reaches the stages that follow k-means only through its outputs
-    assert "cluster.k" in declared_params(stages["kmeans"]["do"])
-    for name in ("sample_data", "decode", "init", "embed_video", "embed_audio", "train_video", "train_audio"):
-        body = stages[name].get("do", stages[name])
-        assert not any(p in ("cluster", "cluster.k") for p in declared_params(body)), name
+            assert stage["cmd"].startswith(("xdc step ", "xdc decode ")) and "--config params.yaml" in stage["cmd"], name
+    # the loop lists what each step of it reads, and the code of each step it runs by declaration
+    assert {"cluster.iterations", "cluster.k", "train", "model", "seed"} <= set(declared_params(stages["pretrain"]))
+    assert {"xdc_core/train.py", "xdc_core/kmeans.py", "xdc_core/embed.py", "xdc_core/gallery.py"} <= \
+        set(stages["pretrain"]["deps"])
+    assert "xdc_core/gallery.py" not in stages["evaluate"]["deps"]
+    for name in ("sample_data", "decode"):
+        assert not any(p.startswith("cluster") for p in declared_params(stages[name])), name
     assert Config.model_fields.keys() | {"dvc"} == params.keys()
 
 
@@ -128,9 +122,9 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def tiny_pipeline(iterations: int, videos: int) -> dict[str, Any]:
-    """dvc.yaml for ``iterations`` iterations and ``videos`` sample videos of two classes."""
-    pipeline = yaml.safe_load(dvc_yaml(iterations))
+def tiny_pipeline(videos: int) -> dict[str, Any]:
+    """dvc.yaml for ``videos`` sample videos of two classes."""
+    pipeline = yaml.safe_load(dvc_yaml())
     for v in pipeline["vars"]:
         if "sample_videos" in v:
             v["sample_videos"] = videos
@@ -139,11 +133,7 @@ def tiny_pipeline(iterations: int, videos: int) -> dict[str, Any]:
     return pipeline
 
 
-def stage_names(n_iterations: int) -> set[str]:
-    its = [f"{i:02d}" for i in range(1, n_iterations + 1)]
-    return {"sample_data", "decode", "init", "evaluate"} | {
-        f"{stage}@{it}" for it in its for stage in ("embed_video", "embed_audio", "kmeans", "train_video", "train_audio")
-    }
+STAGES = {"sample_data", "decode", "pretrain", "evaluate"}
 
 
 def ran_and_skipped(output: str) -> tuple[set[str], set[str]]:
@@ -174,8 +164,7 @@ def pipeline(tmp_path_factory) -> Pipeline:
     for name in (".gitignore", ".dvcignore", ".dvc/config", ".dvc/.gitignore"):
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPO / name, path / name)
-    n = TINY_SETTINGS["cluster"]["iterations"]
-    (path / "dvc.yaml").write_text(yaml.safe_dump(tiny_pipeline(n, TINY_VIDEOS), sort_keys=False))
+    (path / "dvc.yaml").write_text(yaml.safe_dump(tiny_pipeline(TINY_VIDEOS), sort_keys=False))
     shutil.copytree(REPO / "xdc_core", path / "xdc_core", ignore=shutil.ignore_patterns("__pycache__"))  # code deps
     params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY_SETTINGS)
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -199,7 +188,7 @@ def pipeline(tmp_path_factory) -> Pipeline:
 
 def test_repro_runs_the_whole_loop_then_metrics_and_plots(pipeline):
     ran, skipped = ran_and_skipped(pipeline.first_repro)
-    assert ran == stage_names(TINY_SETTINGS["cluster"]["iterations"]) and not skipped
+    assert ran == STAGES and not skipped
     assert "up to date" in pipeline.run("dvc", "status").stdout
 
     shown = pipeline.run("dvc", "metrics", "show").stdout
@@ -235,7 +224,8 @@ def test_repro_runs_the_whole_loop_then_metrics_and_plots(pipeline):
     assert (pipeline.path.parent / "plots-html" / "index.html").is_file()
     assert (pipeline.path / "runs/dvc/plots/curves.png").is_file()
     for it in range(1, TINY_SETTINGS["cluster"]["iterations"] + 1):  # the kmeans stages' galleries
-        assert f"XDC clusters, iteration {it}" in (pipeline.path / f"runs/dvc/iter_{it:02d}/gallery.html").read_text()
+        assert f"XDC clusters, iteration {it}" in \
+            (pipeline.path / f"runs/dvc/pretrain/iter_{it:02d}/gallery.html").read_text()
 
 
 def test_changing_k_reruns_kmeans_and_what_follows_only(pipeline):
@@ -245,19 +235,13 @@ def test_changing_k_reruns_kmeans_and_what_follows_only(pipeline):
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
 
     status = json.loads(pipeline.run("dvc", "status", "--json").stdout)
-    its = [f"{i:02d}" for i in range(1, TINY_SETTINGS["cluster"]["iterations"] + 1)]
-    assert set(status) == {f"kmeans@{it}" for it in its} | {"evaluate"}, status
-    for it in its:
-        assert status[f"kmeans@{it}"] == [{"changed deps": {"params.yaml": {"cluster.k": "modified"}}}]
+    assert set(status) == {"pretrain", "evaluate"}, status
+    assert status["pretrain"] == [{"changed deps": {"params.yaml": {"cluster.k": "modified"}}}]
 
     r = pipeline.run("dvc", "repro")
     ran, skipped = ran_and_skipped(r.stdout + r.stderr)
-    later = its[1:]  # the embeds of later iterations: their encoders were trained on other clusters
-    assert ran == ({f"kmeans@{it}" for it in its} | {f"train_{m}@{it}" for it in its for m in ("video", "audio")}
-                   | {f"embed_{m}@{it}" for it in later for m in ("video", "audio")} | {"evaluate"})
-    assert skipped == stage_names(len(its)) - ran
-    assert {"sample_data", "decode", "init", "embed_video@01", "embed_audio@01"} <= skipped
-    clusters = json.loads((pipeline.path / "runs/dvc/iter_01/kmeans.json").read_text())["clusters"]
+    assert ran == {"pretrain", "evaluate"} and skipped == {"sample_data", "decode"}
+    clusters = json.loads((pipeline.path / "runs/dvc/pretrain/iter_01/kmeans.json").read_text())["clusters"]
     assert {c["k"] for name, c in clusters.items() if name != "cross_modal"} == {2}
     assert json.loads((pipeline.path / "runs/dvc/metrics.json").read_text())["k"] == 2
 
@@ -267,9 +251,8 @@ def test_repro_computes_what_xdc_run_computes(pipeline, tmp_path):
     give identical encoders and metrics."""
     cfg = load_settings_file(pipeline.path / "params.yaml")
     run(pipeline.path / "data/sample/manifest.csv", tmp_path / "run", cfg, progress=False, log=lambda _: None)
-    last = pipeline.path / f"runs/dvc/iter_{cfg.cluster.iterations:02d}"
     for m in ("video", "audio"):
-        ours = torch.load(last / f"{m}_encoder.pt", weights_only=True)
+        ours = torch.load(pipeline.path / f"runs/dvc/pretrain/{m}_encoder.pt", weights_only=True)
         theirs = torch.load(tmp_path / "run" / f"{m}_encoder.pt", weights_only=True)
         assert all(torch.equal(ours[k], theirs[k]) for k in theirs), m
     assert json.loads((pipeline.path / "runs/dvc/metrics.json").read_text()) == \
@@ -280,27 +263,22 @@ def test_editing_the_training_code_reruns_the_training_stages(pipeline):
     train_py = pipeline.path / "xdc_core" / "train.py"
     train_py.write_text(train_py.read_text() + "\n# an edit\n")
     status = json.loads(pipeline.run("dvc", "status", "--json").stdout)
-    its = [f"{i:02d}" for i in range(1, TINY_SETTINGS["cluster"]["iterations"] + 1)]
-    trains = {f"train_{m}@{it}" for it in its for m in ("video", "audio")}
-    assert set(status) == trains | {"evaluate"}, status  # evaluate lists train.py too: its probe trains
+    assert set(status) == {"pretrain", "evaluate"}, status  # evaluate lists train.py too: its probe trains
     r = pipeline.run("dvc", "repro")
-    ran, _ = ran_and_skipped(r.stdout + r.stderr)
-    # the same encoders come out (the edit is a comment), so nothing downstream of them re-runs
-    assert ran == trains | {"evaluate"}
+    ran, skipped = ran_and_skipped(r.stdout + r.stderr)
+    assert ran == {"pretrain", "evaluate"} and skipped == {"sample_data", "decode"}
 
 
 def test_editing_a_module_a_stage_imports_reruns_that_stage(pipeline):
     """media/logmel.py is imported by the dataset code, not named by any stage: the derived code
-    dependencies make every stage that reads clips re-run, and only those."""
+    dependencies make every stage that reads clips re-run, and only those (decoding writes them)."""
     logmel = pipeline.path / "xdc_core" / "media" / "logmel.py"
     original = logmel.read_text()
     logmel.write_text(original + "\n# an edit\n")
     try:
         dry = pipeline.run("dvc", "repro", "--dry")
         ran, _ = ran_and_skipped(dry.stdout + dry.stderr)
-        its = [f"{i:02d}" for i in range(1, TINY_SETTINGS["cluster"]["iterations"] + 1)]
-        assert ran == {f"{stage}@{it}" for it in its for stage in ("embed_video", "embed_audio", "kmeans",
-                                                                  "train_video", "train_audio")} | {"evaluate"}
+        assert ran == {"pretrain", "evaluate"}, ran
     finally:
         logmel.write_text(original)
     assert "up to date" in pipeline.run("dvc", "status").stdout
@@ -320,7 +298,7 @@ def test_the_dataset_is_a_parameter(pipeline):
     try:
         dry = pipeline.run("dvc", "repro", "--dry")
         ran, _ = ran_and_skipped(dry.stdout + dry.stderr)
-        assert "decode" in ran and not {"sample_data", "init"} & ran, ran
+        assert "decode" in ran and "sample_data" not in ran, ran
         assert "--manifest data/other/manifest.csv" in dry.stdout
     finally:
         params_file.write_text(original)
@@ -359,3 +337,23 @@ def test_push_to_s3_then_pull_into_a_fresh_clone(pipeline, s3_server: S3Server, 
     assert "runs/dvc/metrics.json" in pulled  # metrics and plot data travel too
     # Nothing needs recomputing in the clone.
     assert "up to date" in pipeline.run("dvc", "status", cwd=clone, env=env).stdout
+
+
+def test_an_experiment_sets_the_iteration_count(pipeline):
+    """`dvc exp run -S cluster.iterations=N` runs N iterations with the committed dvc.yaml; the
+    stages before the loop are not re-run, and the workspace returns to the committed results."""
+    n = TINY_SETTINGS["cluster"]["iterations"] + 1
+    r = pipeline.run("dvc", "exp", "run", "-S", f"cluster.iterations={n}")
+    ran, skipped = ran_and_skipped(r.stdout + r.stderr)
+    assert ran == {"pretrain", "evaluate"} and skipped == {"sample_data", "decode"}, r.stdout
+    loop = pipeline.path / "runs/dvc/pretrain"
+    assert sorted(p.name for p in loop.glob("iter_*")) == [f"iter_{i:02d}" for i in range(n + 1)]
+    stats = json.loads((pipeline.path / "runs/dvc/plots/clusters_cross_modal.json").read_text())
+    assert [row["iteration"] for row in stats] == list(range(1, n + 1))
+    shown = json.loads(pipeline.run("dvc", "exp", "show", "--json").stdout)
+    assert "cluster" in json.dumps(shown) and f'"iterations": {n}' in json.dumps(shown)
+
+    pipeline.run("git", "checkout", "--", "params.yaml", "dvc.lock")
+    pipeline.run("dvc", "checkout", "--force")
+    assert "up to date" in pipeline.run("dvc", "status").stdout
+    assert not (loop / f"iter_{n:02d}").exists()

@@ -4,7 +4,7 @@
     xdc sample-data    the embedded synthetic dataset
     xdc decode         a manifest → the training-ready dataset (the plan checked first)
     xdc step ...       one step per process: the commands of the DVC stages (xdc_cli/step.py)
-    xdc dvc-yaml       dvc.yaml from params.yaml (xdc_cli/dvc_yaml.py)
+    xdc dvc-yaml       dvc.yaml from the step declarations (xdc_cli/dvc_yaml.py)
     xdc dvc-remote     the DVC remote at the S3 server of XDC_S3_* (keys in .dvc/config.local)
     xdc dataset ...    UCF101 / HMDB51 split lists → a manifest (xdc_cli/dataset.py)
     xdc regress        the UCF101 split-1 regression gate (xdc_cli/regress.py)

@@ -1,4 +1,4 @@
-"""``xdc step STEP``: one step of the loop per process, files in and files out (the DVC stages).
+"""``xdc step STEP``: one step of the loop per process, files in and files out (DVC runs ``pretrain`` and ``evaluate``).
 
 The sub-commands are generated from the step declarations (:mod:`xdc_core.step_specs`): one flag
 per declared input and output (``--video-features``), ``--modality`` and ``--iteration`` where the
@@ -85,7 +85,7 @@ def add_step_parser(sub: Any) -> None:
     """Register ``xdc step`` and its sub-commands on the ``xdc`` sub-parsers ``sub``."""
     step = sub.add_parser(
         "step", help="one step of the loop, files in and files out (the DVC stages of dvc.yaml; see xdc step -h)",
-        description="One step of the XDC loop per process: the commands of dvc.yaml's stages. "
+        description="One step of the XDC loop per process (dvc.yaml runs pretrain and evaluate). "
                     "Each calls the step function of xdc_core.steps that xdc run and the Kubeflow components call.",
     )
     steps = step.add_subparsers(dest="step", metavar="STEP", required=True)

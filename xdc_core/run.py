@@ -149,6 +149,27 @@ def _run(data: str | Path | None, layout: RunLayout, cfg: Config, evaluate: bool
         f"iterations, device {resolve_device(cfg.device)}, encoders: {cfg.model.video_arch} width {cfg.model.video_width}, "
         f"ResNet-18 width {cfg.model.audio_width}")
 
+    pretrain(root, layout, cfg, progress, log, publish, processes)
+    last = cfg.cluster.iterations
+    if evaluate:
+        paths = {**EVALUATE.paths(layout, Slot(last=last)), "data": root}
+        results = call(EVALUATE, cfg, paths, Slot(last=last), progress, log=log)
+    else:
+        results = {}
+        write_evaluation(cfg, None, iteration_stats(layout, cfg), layout.metrics, layout.plots)
+    iterations = iteration_stats(layout, cfg)
+    publish(layout.metrics)
+    publish(layout.plots)
+    return {**metrics_summary(cfg, {}), "videos": n, **results, "iteration_stats": iterations,
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def pretrain(root: Path, layout: RunLayout, cfg: Config, progress: bool = False, log: Log = print,
+             publish: Publish | None = None, processes: int = 1) -> None:
+    """The loop between decoding and evaluation, on the decoded dataset ``root``, into ``layout``:
+    the random init (iteration 0), ``cluster.iterations`` iterations of embed × 2 → k-means → train
+    × 2 (a finished iteration is kept), then the last iteration's encoders as the final ones."""
+    publish = publish or (lambda path: None)
     if not all(layout.encoder(0, m).is_file() for m in MODALITIES):  # iteration 0: the random init, as files
         call(INIT, cfg, INIT.paths(layout, Slot()))
     publish(layout.iteration(0))
@@ -174,20 +195,20 @@ def _run(data: str | Path | None, layout: RunLayout, cfg: Config, evaluate: bool
         log(" | ".join([f"{head} k={cfg.cluster.k}", *parts, f"{time.perf_counter() - t0:.1f} s"]))
         for finding in findings([layout.iteration_stats(i) for i in range(1, it + 1)], cfg.cluster.k):
             log(f"warning: {finding}")
-
+    
     for m in MODALITIES:
         # through the one atomic writer: a full disk never leaves a truncated encoder under its final name
         with open(layout.encoder(last, m), "rb") as fin, atomic_write(layout.final_encoder(m)) as fout:
             shutil.copyfileobj(fin, fout, store.CHUNK)
         publish(layout.final_encoder(m))
-    if evaluate:
-        paths = {**EVALUATE.paths(layout, Slot(last=last)), "data": root}
-        results = call(EVALUATE, cfg, paths, Slot(last=last), progress, log=log)
-    else:
-        results = {}
-        write_evaluation(cfg, None, iteration_stats(layout, cfg), layout.metrics, layout.plots)
-    iterations = iteration_stats(layout, cfg)
-    publish(layout.metrics)
-    publish(layout.plots)
-    return {**metrics_summary(cfg, {}), "videos": n, **results, "iteration_stats": iterations,
-            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def pretrain_step(data: Path, out: Path, cfg: Config, progress: bool = False, log: Log = print) -> None:
+    """``xdc step pretrain``, the DVC stage: :func:`pretrain` on the decoded dataset ``data`` into
+    the folder ``out``, which holds then what ``xdc run`` writes between decoding and evaluation.
+    One stage for the whole loop, because DVC cannot make stages from a number: ``dvc exp run -S
+    cluster.iterations=N`` works with it."""
+    check_decoded(Path(data), cfg, evaluate=False)
+    layout = RunLayout(Path(out))
+    layout.root.mkdir(parents=True, exist_ok=True)
+    pretrain(Path(data), layout, cfg, progress, log)

@@ -20,7 +20,7 @@ import importlib
 import importlib.util
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,8 @@ class StepSpec:
     # one line saying what it computed, for the command line: (result, cfg, slot)
     report: Callable[[Any, Config, Slot], str] | None = None
     component: str | None = None  # its Kubeflow component (components/<name>.py), when it has one
+    # a step made of declared steps, which it runs in turn: their settings and code are its own too
+    runs: Callable[[], Sequence[StepSpec]] | None = None
 
     @property
     def target(self) -> str:
@@ -103,10 +105,18 @@ class StepSpec:
     def paths(self, layout: RunLayout, slot: Slot) -> dict[str, Path]:
         return {p.name: p.where(layout, slot) for p in self.ports}
 
+    def settings(self) -> list[str]:
+        """The settings it reads (dotted keys of params.yaml), with those of the steps it runs; a key
+        under another one listed (``train.split`` under ``train``) is left out."""
+        keys = [*self.params, *(k for s in (self.runs() if self.runs else ()) for k in s.settings())]
+        return [k for i, k in enumerate(keys) if k not in keys[:i]
+                and not any(k.startswith(other + ".") for other in keys)]
+
     def code(self) -> list[str]:
         """The files (relative to the repository) its outputs depend on: the modules the step
-        function uses, and every module of the package they import, followed transitively."""
-        return code_of(self.target)
+        function uses, and every module of the package they import, followed transitively (and
+        those of the steps it runs: it calls them by their declarations, not by name)."""
+        return code_of(self.target, *(s.target for s in (self.runs() if self.runs else ())))
 
 
 def call(spec: StepSpec, cfg: Config, paths: dict[str, Any], slot: Slot = Slot(), progress: bool = False,
@@ -268,13 +278,28 @@ EVALUATE = StepSpec(
     record=_record_evaluate, report=_report_evaluate, component="evaluate",
 )
 
-# In the order data flows; the per-iteration ones in the order of an iteration.
-STEPS: tuple[StepSpec, ...] = (INIT, EMBED, KMEANS, TRAIN, EVALUATE)
 
 
 def iteration_steps() -> list[StepSpec]:
     """The steps of one iteration, in their order."""
     return [s for s in STEPS if s.per_iteration]
+
+
+# The loop between decoding and evaluation as one step: DVC's stage (DVC cannot make stages from
+# the number cluster.iterations, so `dvc exp run -S cluster.iterations=N` needs the loop in one).
+PRETRAIN = StepSpec(
+    "pretrain", "xdc_core.run:pretrain_step",
+    "the random init, then cluster.iterations x [embed, k-means, train] → DIR (iter_00..iter_NN and the final "
+    "encoders, as xdc run writes them)",
+    inputs=(DATA,),
+    outputs=(Port("out", lambda L, s: L.root, "output folder (the run layout's iter_NN and "
+                  "{video,audio}_encoder.pt)", folder=True),),
+    params=("cluster.iterations",),
+    runs=lambda: [INIT, *iteration_steps()],
+)
+
+# In the order data flows; the per-iteration ones in the order of an iteration.
+STEPS: tuple[StepSpec, ...] = (INIT, EMBED, KMEANS, TRAIN, PRETRAIN, EVALUATE)
 
 
 # -- code dependencies, derived from imports -------------------------------------------------------
