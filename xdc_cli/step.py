@@ -1,11 +1,12 @@
-"""``xdc step STEP``: one step of the loop per process, files in and files out (DVC runs ``pretrain`` and ``evaluate``).
+"""``xdc step STEP``: one step of the loop per process, files in and files out.
 
 The sub-commands are generated from the step declarations (:mod:`xdc_core.step_specs`): one flag
 per declared input and output (``--video-features``), ``--modality`` and ``--iteration`` where the
 step has them, and each calls its step function through :func:`xdc_core.step_specs.call`, as
 ``xdc run`` and the Kubeflow components do, so ``dvc repro`` computes the same numbers as ``xdc
 run`` with the same settings. Paths may be object-store URIs (:mod:`xdc_cli.paths`); see
-``xdc step STEP -h`` for each step's flags.
+``xdc step STEP -h`` for each step's flags. DVC's stages run ``xdc step pretrain`` (the loop:
+init, then the iterations' steps) and ``xdc step evaluate``.
 """
 
 from __future__ import annotations
