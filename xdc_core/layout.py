@@ -71,31 +71,31 @@ class RunLayout:
     def final_encoder(self, modality: str) -> Path:
         return self.root / f"{modality}_encoder.pt"
 
-    def iteration(self, it: int | str) -> Path:
-        """Iteration ``it``'s folder; ``it`` may also be a template (``${key}``: the DVC stages)."""
-        return self.root / (f"iter_{it:02d}" if isinstance(it, int) else f"iter_{it}")
+    def iteration(self, it: int) -> Path:
+        """Iteration ``it``'s folder (0: the random init)."""
+        return self.root / f"iter_{it:02d}"
 
-    def encoder(self, it: int | str, modality: str) -> Path:
+    def encoder(self, it: int, modality: str) -> Path:
         """The ``modality`` encoder after iteration ``it`` (0: the random init)."""
         return self.iteration(it) / f"{modality}_encoder.pt"
 
-    def features(self, it: int | str, modality: str) -> Path:
+    def features(self, it: int, modality: str) -> Path:
         return self.iteration(it) / f"features_{modality}.npz"
 
-    def clusters(self, it: int | str) -> Path:
+    def clusters(self, it: int) -> Path:
         return self.iteration(it) / "clusters.npz"
 
-    def kmeans_stats(self, it: int | str) -> Path:
+    def kmeans_stats(self, it: int) -> Path:
         return self.iteration(it) / "kmeans.json"
 
-    def gallery(self, it: int | str) -> Path:
+    def gallery(self, it: int) -> Path:
         """The cluster gallery of iteration ``it``: one self-contained HTML page."""
         return self.iteration(it) / "gallery.html"
 
-    def train_stats(self, it: int | str, modality: str) -> Path:
+    def train_stats(self, it: int, modality: str) -> Path:
         return self.iteration(it) / f"train_{modality}.json"
 
-    def checkpoints(self, it: int | str, modality: str) -> Path:
+    def checkpoints(self, it: int, modality: str) -> Path:
         return self.iteration(it) / f"train_{modality}"
 
     def stats_files(self, it: int) -> list[Path]:

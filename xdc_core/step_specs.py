@@ -28,18 +28,15 @@ from typing import Any
 from .config import MODALITIES, Config
 from .layout import CROSS_MODAL, RunLayout
 
-# An iteration as the callers name it: a number (``xdc run``) or a DVC template (``${key}``).
-Iteration = int | str
-
 
 @dataclass(frozen=True)
 class Slot:
     """Which instance of a step: its iteration, the one before it (``prev``), the last one of the
-    run, and its modality; the DVC stages name iterations by template (``${key}``, ``${item.prev}``)."""
+    run, and its modality."""
 
-    iteration: Iteration = 0
-    prev: Iteration = 0
-    last: Iteration = 0
+    iteration: int = 0
+    prev: int = 0
+    last: int = 0
     modality: str = ""
 
     @classmethod
@@ -58,8 +55,6 @@ class Port:
     optional: bool = False  # the step runs without it (the flag may be left out)
     direct: bool = False  # passed as given (a folder or an s3:// prefix the step writes to as it goes)
     tracked: bool = True  # a DVC dependency/output (False: read for a statistic only, or resumable state)
-    # what DVC tracks instead of the path itself (e.g. the statistics files of a run folder)
-    tracks: Callable[[RunLayout, Slot], list[Path]] | None = None
     component: str | None = None  # the component's parameter, when it is named otherwise
 
 
@@ -97,10 +92,6 @@ class StepSpec:
     @property
     def ports(self) -> tuple[Port, ...]:
         return (*self.inputs, *self.outputs)
-
-    def stage(self, modality: str = "") -> str:
-        """Its DVC stage's name (``embed_video``)."""
-        return f"{self.name}_{modality}" if modality else self.name
 
     def paths(self, layout: RunLayout, slot: Slot) -> dict[str, Path]:
         return {p.name: p.where(layout, slot) for p in self.ports}
@@ -179,7 +170,7 @@ def _record_embed(result: Any, cfg: Config, slot: Slot, seconds: float, paths: d
 def _record_kmeans(result: Any, cfg: Config, slot: Slot, seconds: float, paths: dict[str, Any]) -> None:
     from . import metrics
 
-    metrics.record_clusters(result, cfg.cluster.method, int(slot.iteration), seconds, _videos(paths["out"]),
+    metrics.record_clusters(result, cfg.cluster.method, slot.iteration, seconds, _videos(paths["out"]),
                             CROSS_MODAL)
 
 
@@ -202,8 +193,7 @@ def _encoder_before(modality: str | None = None) -> Port:
 
 INIT = StepSpec(
     "init", "init_step", "random-init encoders (iteration 0) → DIR/{video,audio}_encoder.pt",
-    outputs=(Port("out", lambda L, s: L.iteration(0), "output folder", folder=True,
-                  tracks=lambda L, s: [L.encoder(0, m) for m in MODALITIES]),),
+    outputs=(Port("out", lambda L, s: L.iteration(0), "output folder", folder=True),),
     params=("seed", "model"),
 )
 
@@ -265,8 +255,7 @@ EVALUATE = StepSpec(
         *(Port(f"{m}_encoder", functools.partial(lambda m, L, s: L.encoder(s.last, m), m), f"{m} encoder (.pt)")
           for m in MODALITIES),
         Port("run", lambda L, s: L.root, "run folder whose iter_01..iter_NN (N = cluster.iterations) hold the "
-             "statistics", folder=True, optional=True, component="clusters",
-             tracks=lambda L, s: [p for it in range(1, int(s.last) + 1) for p in L.stats_files(it)]),
+             "statistics", folder=True, optional=True, component="clusters"),
     ),
     outputs=(
         Port("out", lambda L, s: L.metrics, "metrics file (.json)", component="metrics"),
