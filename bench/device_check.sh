@@ -1,28 +1,24 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 13 (items 4 and 5, "Done when") in one time-boxed run on a lent GPU machine.
+# The GPU checks (docs/benchmarks.md, "GPU") in one time-boxed run on a lent GPU machine.
 #
 # 1. Here (this machine reaches the package index; the device machine reaches nothing), once:
 #        bash bench/device_check.sh --fetch-wheels
 #    downloads, for the device's Python 3.12, the wheels xdc needs that its image lacks (av, pydantic,
 #    minio and their needs, faiss) into bench/work/wheels, at the versions of .venv. About 62 MB:
 #    the device tool carries at most 64 MiB (working tree included) per call, so they only just fit.
-#    faiss is faiss-cpu: the faiss-gpu 1.15.1 wheel alone is 135 MB and needs the CUDA 12 runtime
-#    wheels (nvidia-cublas-cu12 is 581 MB), which cannot reach the device machine. Put a faiss-gpu
-#    wheel (and its CUDA 12 libraries) in bench/work/wheels by hand only where that limit allows it.
+#    faiss is faiss-cpu, as in every image: the GPU k-means is torch's (xdc_core/kmeans_torch.py).
 # 2. On the device machine, through the device tool's run:
 #        command: bash bench/device_check.sh     carry: ["bench/work/wheels"]     timeout_s: 600
 #    Expected about 7-8 minutes on an H100 (a machine start adds one or two); every step is
 #    time-boxed and the whole run stops by DEVICE_CHECK_SECONDS (default 540) so it ends inside the
 #    tool's 10-minute limit. Steps, in order, each logged to $OUT/device.log and summed up in
 #    $OUT/summary.txt:
-#      a. faiss-gpu and CUDA torch in ONE process: a CUDA tensor, import faiss, faiss.get_num_gpus(),
-#         a tiny faiss GPU k-means, torch again after it, the CUDA runtimes loaded (/proc/self/maps);
-#         and, for comparison, 20 Lloyd iterations in torch at 1M x 512, k = 512  -> faiss_check.json
-#      b. bench/kmeans_bench.py --gpu --repeats 1 (only when faiss sees a GPU)    -> kmeans.json
+#      a. the library's GPU k-means at 1M x 512, k = 512 (seeding included, two seeds), and the
+#         objective of the CPU path (faiss, all cores) on the same features      -> kmeans_gpu.json
 #      c. bench/gpu_bench.py: real loader and in-memory clips, batch 32/64/96 with cuDNN autotuning;
 #         batch 32 without it (what xdc does today)                              -> gpu_bench.json
 #      d. xdc run --device cuda on 96 sample videos, 1 iteration (cpu-demo sizes): the whole loop;
-#         whether its k-means ran on the GPU (kmeans.json's device, the fallback WARNING)
+#         whether its k-means ran on the GPU (kmeans.json's device "cuda:0", no fallback WARNING)
 #                                                        -> xdc_run_kmeans.json, xdc_run_metrics.json
 #      c'. bench/gpu_bench.py with torch.compile at batch 64 (last: the slowest and least certain
 #         step, so it cannot crowd out d)                                        -> gpu_bench.json
@@ -104,73 +100,44 @@ else
 fi
 export PYTHONPATH=/tmp/site:$PWD  # xdc from the working tree: it is not pip-installed there
 
-# a. faiss-gpu and CUDA torch in one process.
-step a_faiss_torch 90 python3 - "$OUT/faiss_check.json" <<'PY'
+# a. The library's GPU k-means (xdc_core/kmeans_torch.py) at 1M x 512, k = 512, seeding included, and
+#    its objective against the CPU path's (faiss, all cores) on the same features.
+step a_kmeans_gpu 200 python3 - "$OUT/kmeans_gpu.json" <<'PY'
 import json, sys, time
 from pathlib import Path
 
-r: dict = {}
-try:
-    import torch
-    r |= {"torch": torch.__version__, "torch_cuda": torch.version.cuda}
-    x = torch.randn(1024, 1024, device="cuda")
+import numpy as np
+import torch
+
+from xdc_core.kmeans import kmeans
+
+r: dict = {"torch": torch.__version__, "torch_cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0)}
+rng = np.random.default_rng(0)
+means = rng.standard_normal((2048, 512), dtype=np.float32)  # features with structure: 2048 blobs
+x = means[rng.integers(0, 2048, 1_000_000)] + 0.8 * rng.standard_normal((1_000_000, 512), dtype=np.float32)
+kmeans(x[:20000], 64, seed=0, use_gpu=True)  # CUDA context and kernels, untimed
+times = []
+for seed in (1, 2):
     torch.cuda.synchronize()
-    r |= {"gpu": torch.cuda.get_device_name(0), "torch_cuda_tensor": True}
-except Exception as err:  # recorded, not raised: the point is to learn what fails
-    r["torch_error"] = repr(err)
-try:
-    import numpy as np
-    import faiss
-    r |= {"faiss": faiss.__version__, "faiss_gpu_build": hasattr(faiss, "StandardGpuResources"),
-          "faiss_num_gpus": faiss.get_num_gpus()}
-    if r["faiss_num_gpus"]:
-        xb = np.random.default_rng(0).standard_normal((20000, 64), dtype=np.float32)
-        km = faiss.Kmeans(64, 64, niter=10, seed=1, gpu=True, verbose=False)
-        t0 = time.perf_counter()
-        km.train(xb)
-        r |= {"faiss_gpu_kmeans_20k_x64_k64_s": round(time.perf_counter() - t0, 3),
-              "faiss_gpu_kmeans_objective": float(km.obj[-1])}
-        r["torch_after_faiss"] = bool(torch.isfinite((x @ x).sum()).item())  # CUDA torch still works
-except Exception as err:
-    r["faiss_error"] = repr(err)
-maps = Path("/proc/self/maps").read_text().splitlines()
-r["cuda_runtimes_loaded"] = sorted({Path(m.split()[-1]).name for m in maps
-                                    if any(k in m for k in ("libcudart", "libcublas.", "libcublasLt"))})
-if "torch_error" not in r:  # a GPU k-means without faiss, for comparison: 1M x 512, k = 512, 20 Lloyd iterations
-    try:
-        g = torch.Generator(device="cuda").manual_seed(0)
-        f = torch.nn.functional.normalize(torch.randn(1_000_000, 512, device="cuda", generator=g), dim=1)
-        c = f[torch.randperm(len(f), device="cuda", generator=g)[:512]].clone()  # random init, not k-means++
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(20):
-            a = (f @ c.T - 0.5 * (c * c).sum(1)).argmax(1)  # nearest centroid in L2, float32
-            sums = torch.zeros_like(c).index_add_(0, a, f)
-            n = torch.bincount(a, minlength=len(c)).clamp_(min=1).unsqueeze(1)
-            c = sums / n
-        torch.cuda.synchronize()
-        r["torch_lloyd_1M_x512_k512_20iter_s"] = round(time.perf_counter() - t0, 3)
-    except Exception as err:
-        r["torch_lloyd_error"] = repr(err)
+    t0 = time.perf_counter()
+    gpu = kmeans(x, 512, seed=seed, use_gpu=True)
+    times.append(round(time.perf_counter() - t0, 3))
+r |= {"gpu_kmeans_1M_x512_k512_s": times, "gpu_device": gpu.stats.device, "gpu_objective": gpu.stats.objective}
+Path(sys.argv[1]).write_text(json.dumps(r, indent=2) + "\n")
+t0 = time.perf_counter()
+cpu = kmeans(x, 512, seed=2, use_gpu=False)
+r |= {"cpu_kmeans_s": round(time.perf_counter() - t0, 1), "cpu_objective": cpu.stats.objective,
+      "objective_gpu_over_cpu": round(gpu.stats.objective / cpu.stats.objective, 4)}
 Path(sys.argv[1]).write_text(json.dumps(r, indent=2) + "\n")
 print(json.dumps(r, indent=2))
 PY
-FAISS_GPUS=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1])).get('faiss_num_gpus', 0))" \
-    "$OUT/faiss_check.json" 2>/dev/null || echo 0)
-
-# b. k-means at 1M x 512, k = 512 on the GPU (bench/kmeans_bench.py; k-means++ seeding is serial CPU work).
-if (( FAISS_GPUS > 0 )); then
-    step b_kmeans_bench_gpu 200 python3 bench/kmeans_bench.py --gpu --repeats 1 --out "$OUT/kmeans.json"
-else
-    echo "b_kmeans_bench_gpu: skipped, faiss sees no GPU here (faiss_check.json says why)" | tee -a "$SUMMARY"
-fi
 
 # c. Training throughput through train_encoder, real loader and in-memory clips (bench/gpu_bench.py).
 BENCH=(python3 bench/gpu_bench.py --work "$WORK/gpu" --workers "$CORES" --out "$OUT/gpu_bench.json")
 step c_gpu_bench_autotuned 210 "${BENCH[@]}" --batch-size 32 64 96 --cudnn-benchmark --in-memory
 step c_gpu_bench_as_xdc 75 "${BENCH[@]}" --batch-size 32 --append
 
-# d. The whole loop on the GPU path, with the faiss that is installed.
+# d. The whole loop on the GPU path.
 XDC=(python3 -m xdc_cli.main)
 step d_sample_data 60 "${XDC[@]}" sample-data --out "$WORK/run_sample" --videos 96
 step d_xdc_run_cuda 150 "${XDC[@]}" run --data "$WORK/run_sample/manifest.csv" --out "$WORK/run" --device cuda \
@@ -180,7 +147,7 @@ kmeans_stats=$(ls "$WORK"/run/iter_*/kmeans.json 2>/dev/null | head -1)
 [[ -n $kmeans_stats ]] && cp "$kmeans_stats" "$OUT/xdc_run_kmeans.json"
 [[ -f $WORK/run/metrics.json ]] && cp "$WORK/run/metrics.json" "$OUT/xdc_run_metrics.json"
 {
-    echo -n "d: k-means device(s): "
+    echo -n "d: k-means device: "
     grep -ho '"device": *"[^"]*"' "$OUT/xdc_run_kmeans.json" 2>/dev/null | sort | uniq -c | tr '\n' ' '
     echo
     grep -h "k-means on the CPU" "$LOG" | head -2
@@ -204,7 +171,7 @@ for r in s["configurations"]:
           f"{r['compute_only_clips_per_s']}), data wait {r['data_wait_fraction']:.1%}, MFU {r['mfu']}, "
           f"{r['gpu_peak_gib']} GiB, first epoch {r['first_epoch_s']} s")
 PY
-echo "--- faiss_check.json"
-cat "$OUT/faiss_check.json" 2>/dev/null
+echo "--- kmeans_gpu.json"
+cat "$OUT/kmeans_gpu.json" 2>/dev/null
 echo "--- last lines of the log"
 tail -n 40 "$LOG"

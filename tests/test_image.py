@@ -112,9 +112,9 @@ def _in_image(image: str, command: list[str], volumes: tuple[str, ...] = (), env
 
 def test_gpu_flavour_resolves_for_the_image_python(cpu_image, tmp_path):
     """pip, in the image (its Python, its glibc), resolves what the GPU flavour installs from PyPI
-    (`pip install --dry-run`): every pin, faiss-gpu and not faiss-cpu, binary wheels for torch and
-    faiss-gpu with their CUDA libraries as wheels. Building it takes minutes and ~8 GB more, and
-    only a GPU node can run its CUDA: docker/README.md says how to check it there."""
+    (`pip install --dry-run`): every pin, a binary wheel for torch with its CUDA libraries as wheels,
+    and one CUDA runtime: faiss-cpu, no faiss-gpu, no CUDA 12 wheel beside torch's CUDA 13. Only a
+    GPU node can run its CUDA: docker/README.md says how to check it there."""
     project = PYPROJECT["project"]
     extras = ("gpu", "pipelines", "storage")  # docker/build.sh's gpu flavour
     requirements = [*PYPROJECT["build-system"]["requires"], *project["dependencies"],
@@ -137,8 +137,9 @@ def test_gpu_flavour_resolves_for_the_image_python(cpu_image, tmp_path):
     for requirement in map(Requirement, requirements):
         for pin in (s.version for s in requirement.specifier if s.operator == "=="):
             assert resolved[canonicalize_name(requirement.name)]["metadata"]["version"] == pin, requirement
-    assert "faiss-gpu" in resolved and "faiss-cpu" not in resolved
-    for name in ("torch", "faiss-gpu"):
+    assert "faiss-cpu" in resolved and "faiss-gpu" not in resolved
+    assert not [n for n in resolved if n.startswith("nvidia-") and n.endswith("-cu12")], sorted(resolved)
+    for name in ("torch",):
         wheel = resolved[name]["download_info"]["url"].rsplit("/", 1)[-1]
         tag = f"cp{python.replace('.', '')}"
         assert wheel.endswith(".whl") and (f"-{tag}-" in wheel or "-abi3-" in wheel), wheel

@@ -6,11 +6,12 @@ point to its nearest centroid, then re-split the largest clusters until no clust
 empty cluster would be a pseudo-label that never gets a training example). The assignments are
 the pseudo-labels that supervise the *other* modality's encoder.
 
-numpy and faiss (scikit-learn for NMI and purity), no torch and no I/O, so it is easy to test and to run on a CPU. With
-``use_gpu`` faiss trains and assigns on all the GPUs it sees (limit them with
-``CUDA_VISIBLE_DEVICES``); without faiss-gpu or a visible GPU it runs on the CPU and logs one
-warning. Memory: one float32 copy of the features (two with PCA: the whitened copy is smaller or
-equal) plus O(N) arrays; every other O(N*d) pass works in blocks of rows.
+numpy and faiss (scikit-learn for NMI and purity), no I/O, so it is easy to test and to run on a
+CPU. With ``use_gpu`` and a CUDA GPU, the seeding and the iterations run on that GPU in torch
+(xdc_core/kmeans_torch.py: the same algorithm; faiss-gpu would bring a second CUDA runtime); without
+a GPU they run in faiss on the CPU, with one logged warning. Memory: one float32 copy of the
+features (two with PCA: the whitened copy is smaller or equal) plus O(N) arrays; every other
+O(N*d) pass works in blocks of rows.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class ClusterStats:
     nmi_previous: float | None  # NMI with the previous iteration's assignment, when given
     purity: float | None  # vs true labels, when given (reporting only)
     nmi_labels: float | None  # vs true labels, when given (reporting only)
-    device: str  # where faiss ran: "cpu", or "gpu:0" / "gpu:0,1,..." (the GPU ids faiss used)
+    device: str  # where it ran: "cpu" (faiss) or "cuda:N" (torch)
 
     def to_dict(self) -> dict:
         """A plain JSON-able dict, floats rounded to 4 decimals."""
@@ -151,39 +152,37 @@ def purity(assignments: np.ndarray, labels: np.ndarray) -> float:
     return float(counts.max(axis=1).sum() / counts.sum())
 
 
-def _faiss_gpus(use_gpu: bool) -> int:
-    """How many GPUs faiss will use: 0 (the CPU) unless a GPU is asked for and faiss has one.
-
-    Logs one warning when a GPU was asked for but cannot be used, with the reason and the CPU
-    threads faiss will use instead.
-    """
+def _device(use_gpu: bool) -> str:
+    """Where the k-means runs: "cuda:N" (torch's current GPU) when a GPU is asked for and torch sees
+    one, else "cpu" (faiss), with one logged warning when a GPU was asked for."""
     if not use_gpu:
-        return 0
-    if not hasattr(faiss, "StandardGpuResources"):
-        reason = f"this faiss {faiss.__version__} is a CPU-only build (faiss-cpu; the gpu extra installs faiss-gpu)"
-    elif (ngpu := faiss.get_num_gpus()) > 0:
-        return ngpu
-    else:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        reason = "faiss sees no GPU" + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
-    log.warning("k-means on the CPU with %d threads: a GPU was asked for, but %s", faiss.omp_get_max_threads(), reason)
-    return 0
+        return "cpu"
+    import torch  # only here: the CPU path needs no torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{torch.cuda.current_device()}"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    log.warning("k-means on the CPU with %d threads: a GPU was asked for, but torch sees no CUDA GPU%s",
+                faiss.omp_get_max_threads(), f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
+    return "cpu"
 
 
 def _train_kmeans(
-    x: np.ndarray, k: int, seed: int, niter: int, ngpu: int = 0
+    x: np.ndarray, k: int, seed: int, niter: int, device: str = "cpu"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """faiss k-means on all of ``x`` (on ``ngpu`` > 0: on all visible GPUs); returns the
+    """k-means on all of ``x`` (faiss on the CPU, torch on a "cuda" ``device``); returns the
     nearest-centroid assignments (int64), the centroids and each point's squared distance to its
     centroid (float32, from the same search)."""
+    if device != "cpu":
+        from .kmeans_torch import train_kmeans
+
+        return train_kmeans(x, k, seed, niter, device)
     n, d = x.shape
     km = faiss.Kmeans(
-        # gpu=True is all visible GPUs (faiss reads gpu=1 as True too). Its index is then
-        # index_cpu_to_all_gpus(IndexFlatL2): the iterations and the final search run on the GPUs.
-        d, k, niter=niter, seed=seed, gpu=ngpu > 0, verbose=False,
+        d, k, niter=niter, seed=seed, verbose=False,
         # k-means++ seeding (faiss's default is k random points): far fewer runs stuck with two
-        # centroids in one mode. faiss runs it on one CPU thread even with gpu, in O(N k d): about
-        # five iterations' time on one CPU thread at 20k x 512, k = 256.
+        # centroids in one mode. faiss runs it on one CPU thread, in O(N k d): about five
+        # iterations' time at 20k x 512, k = 256.
         init_method=faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS,
         max_points_per_centroid=n,  # faiss subsamples to 256*k points by default: use them all
         min_points_per_centroid=1,  # N >= k is checked by the caller; silences faiss's warning
@@ -236,9 +235,8 @@ def kmeans(
 
     ``pca_dim`` > 0 PCA-whitens to that many dims first (DeepCluster uses 256; XDC clusters the
     features directly). ``previous`` (last epoch's assignments) and ``labels`` (true classes,
-    -1 = unknown) only feed the reported stats. ``use_gpu``: run faiss on all the GPUs it sees,
-    or on the CPU with a logged warning where it has no GPU support or sees none; ``stats.device``
-    says which.
+    -1 = unknown) only feed the reported stats. ``use_gpu``: run on torch's current CUDA GPU, or
+    on the CPU with a logged warning where torch sees none; ``stats.device`` says which.
     """
     features = np.asarray(features)
     if features.ndim != 2:
@@ -260,8 +258,8 @@ def kmeans(
         # Whitening then re-normalising keeps a few dominant directions from deciding the clusters.
         x = pca_whiten(x, pca_dim)  # a new array: normalised in place, the full-width copy is freed
         _l2_normalize_inplace(x)
-    ngpu = _faiss_gpus(use_gpu)
-    found, found_centroids, dist = _train_kmeans(x, k, seed, niter, ngpu)
+    device = _device(use_gpu)
+    found, found_centroids, dist = _train_kmeans(x, k, seed, niter, device)
     assignments, centroids, n_empty = _fix_empty(x, found, found_centroids, seed)
 
     # The objective from faiss's distances (float32 terms, summed in float64). Re-splitting moved
@@ -285,6 +283,6 @@ def kmeans(
         nmi_previous=None if previous is None else nmi(assignments, previous),
         purity=purity(assignments[known], np.asarray(labels)[known]) if has_labels else None,
         nmi_labels=nmi(assignments[known], np.asarray(labels)[known]) if has_labels else None,
-        device="gpu:" + ",".join(map(str, range(ngpu))) if ngpu else "cpu",
+        device=device,
     )
     return Clustering(assignments=assignments, centroids=centroids, stats=stats)
