@@ -25,7 +25,7 @@ cross-entropy. It counts the convolutions and matrix products (2 FLOPs per multi
 backward's input and weight gradients included); BatchNorm, ReLU, the loss and the SGD update are
 not counted. Full size: about 485 GFLOP per training clip (162 forward).
 
-Levers (issue 13 item 5): ``--compile`` (``trunk.compile()`` in place before training),
+Levers: ``--compile`` (``train.compile: true``: train_encoder compiles its training step),
 ``--cudnn-benchmark`` (cuDNN autotuning; xdc itself never sets it, so off is what ``xdc run``
 does), ``--batch-size`` (several: one configuration each; the lr follows the linear rule,
 0.01 x batch / 32), ``--clip-cache`` (``data.clip_cache``). ``--append`` adds this invocation's
@@ -192,12 +192,12 @@ def measure(source: str, train_set: Dataset[dict[str, Any]], val_set: Dataset[di
     """Two epochs of ``train_encoder``; the timings of epoch 2 (see the module docstring)."""
     train_cfg = cfg.train.model_copy(update={
         "epoch_size": args.steps * batch, "batch_size": batch, "lr": 0.01 * batch / 32, "warmup_epochs": 0,
-        "total_epochs": 2, "val_fraction": 0.0, "early_stop": False, "workers": args.workers})
+        "total_epochs": 2, "val_fraction": 0.0, "early_stop": False, "workers": args.workers,
+        "compile": args.compile})  # explicit: train.compile's auto would compile every CUDA configuration
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     trunk = init_encoder("video", cfg)
     if args.compile:
         torch._dynamo.reset()  # each configuration compiles afresh, never hits the recompile limit
-        trunk.compile()  # in place: train_encoder wraps the trunk in its Classifier with the heads
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     recorder = StepRecorder(device)
@@ -244,7 +244,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=20, help="steps per epoch (2 epochs: warm-up, measured)")
     ap.add_argument("--workers", type=int, default=cores, help=f"DataLoader workers (default: the {cores} cores available)")
     ap.add_argument("--videos", type=int, default=256, help="sample videos the loader reads")
-    ap.add_argument("--compile", action="store_true", help="trunk.compile() before training")
+    ap.add_argument("--compile", action="store_true", help="train.compile: true (default here: eager)")
     ap.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     ap.add_argument("--clip-cache", type=int, default=0, help="data.clip_cache for the loader (0: decode every visit)")
     ap.add_argument("--in-memory", action="store_true", help="also time each configuration on in-memory clips")

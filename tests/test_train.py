@@ -1,5 +1,7 @@
 """Training on pseudo-labels: sampler, schedule, heads, early stop, checkpoint and resume."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -156,3 +158,61 @@ def test_targets_that_cannot_generalise_leave_the_trunk_as_it_started(setup):
     train_encoder(free, "audio", train, val, targets, schedule.model_copy(update={"early_stop": False}), 0,
                   torch.device("cpu"), progress=False)
     assert not all(torch.equal(start[k], v) for k, v in free.state_dict().items())
+
+
+class Lines(Observer):
+    def __init__(self):
+        self.lines = []
+
+    def log(self, line):
+        self.lines.append(line)
+
+
+def test_compiled_training_matches_eager_and_reports_its_compile_time(setup):
+    """train.compile on the CPU (auto compiles on CUDA only): torch.compile's inductor, the same
+    loss and weights as eager within float tolerance after an epoch (its fused kernels round
+    differently, and SGD compounds that over epochs), and the compile time in the log."""
+    cfg, train, val, targets = setup
+    schedule = cfg.train.model_copy(update={"total_epochs": 1, "early_stop": False})
+    assert schedule.compile == "auto"
+    results = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        trunk, lines = build_trunk("audio", 4), Lines()
+        r, _ = train_encoder(trunk, "audio", train, val, targets, schedule.model_copy(update={"compile": compiled}),
+                             3, torch.device("cpu"), progress=False, observer=lines)
+        results[compiled] = (r, trunk, lines.lines)
+    (eager, eager_trunk, eager_log), (comp, comp_trunk, comp_log) = results[False], results[True]
+    assert not any("compiled the training step" in line for line in eager_log)
+    assert [line for line in comp_log if line.startswith("compiled the training step in ")], comp_log
+    np.testing.assert_allclose(comp.train_loss, eager.train_loss, rtol=1e-4)
+    for (k, a), b in zip(eager_trunk.state_dict().items(), comp_trunk.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4), k
+
+
+def test_a_step_that_fails_to_compile_trains_eagerly_with_one_warning(setup, monkeypatch):
+    cfg, train, val, targets = setup
+    schedule = cfg.train.model_copy(update={"total_epochs": 2, "early_stop": False})
+
+    def broken_compile(model, **_kwargs):
+        def fails(*_args):
+            raise RuntimeError("backend compiler failed: no C++ compiler\nmore lines")
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    runs = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        trunk = build_trunk("audio", 4)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r, _ = train_encoder(trunk, "audio", train, val, targets,
+                                 schedule.model_copy(update={"compile": compiled}), 3, torch.device("cpu"),
+                                 progress=False)
+        runs.append((r, trunk, [w for w in caught if "torch.compile failed" in str(w.message)]))
+    assert runs[0][2] == []
+    fallbacks = runs[1][2]
+    assert len(fallbacks) == 1 and "RuntimeError: backend compiler failed: no C++ compiler)" in str(fallbacks[0].message)
+    assert runs[1][0].train_loss == runs[0][0].train_loss  # eager after the fallback: the same run
+    for a, b in zip(runs[0][1].state_dict().values(), runs[1][1].state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -535,6 +535,8 @@ def train_encoder(
     trained: nn.Module = model
     if w.size > 1:
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if compile_step(cfg, device):
+        trained = CompiledOrEager(trained, say)
     sampler = EpochKeys()
     loader, val_loader = _loaders(WithTargets(train_set, y), WithTargets(val_set, y), sampler, val_pos, cfg, device)
     while state.epoch < cfg.total_epochs and not state.result.stop_reason:
@@ -549,6 +551,42 @@ def train_encoder(
         ckpts.save(state)
         observer.epoch(state.result, torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
     return state.result, model.heads
+
+
+class CompiledOrEager(nn.Module):
+    """``model`` compiled by torch.compile, or ``model`` itself from the first call that fails to
+    compile (one warning, then eager: slower, same results). Logs the compile time, paid once per
+    training run (the first step's forward and backward are traced and compiled)."""
+
+    def __init__(self, model: nn.Module, say: Callable[[str], None]) -> None:
+        super().__init__()
+        self.model, self.say = model, say
+        # dynamic=False: every batch of an epoch has the same shape (epochs are whole batches)
+        self.compiled: Callable[..., Any] | None = torch.compile(model, dynamic=False)
+        self.first = True
+
+    def forward(self, x: torch.Tensor) -> Any:
+        if self.compiled is None:
+            return self.model(x)
+        if not self.first:
+            return self.compiled(x)
+        started = time.perf_counter()
+        try:
+            out = self.compiled(x)
+        except Exception as err:  # any backend's failure: the eager model still trains
+            warnings.warn(f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                          "training eagerly (slower, same results); set train.compile: false to skip the attempt",
+                          RuntimeWarning, stacklevel=2)
+            self.compiled = None
+            return self.model(x)
+        self.first = False
+        self.say(f"compiled the training step in {time.perf_counter() - started:.1f} s (train.compile)")
+        return out
+
+
+def compile_step(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether to compile the training step: ``cfg.compile``, where auto means on CUDA."""
+    return device.type == "cuda" if cfg.compile == "auto" else bool(cfg.compile)
 
 
 def train_one_epoch(
