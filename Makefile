@@ -11,7 +11,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-tools bench bench-family bench-decode install clean images
+.PHONY: demo test test-tools bench bench-family bench-decode install clean images dvc-lock
 
 install: $(STAMP)
 
@@ -50,6 +50,11 @@ bench-family: $(STAMP)
 
 bench-decode: $(STAMP)
 	$(BIN)/python bench/decode_bench.py --out bench/results/decode.json
+
+# dvc.lock: `dvc repro` of the sample pipeline (dvc.yaml, params.yaml; about 10 min on 2 cores). Run it
+# and commit dvc.lock after a change to the code or to params.yaml: tests/test_dvc.py fails while it is stale.
+dvc-lock: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 # The component images xdc:<version>-cpu and xdc:<version>-gpu (docker/README.md), with buildah or
 # docker. One flavour: `make images FLAVOURS=cpu`; a registry's tags too: REGISTRY=ghcr.io/xdc-project

@@ -96,6 +96,35 @@ def test_generated_stages_declare_their_params_and_code():
     assert Config.model_fields.keys() | {"dvc"} == params.keys()
 
 
+def leaves(tree: Any) -> list[str]:
+    if isinstance(tree, dict):
+        return [f"{k}: {v}" if isinstance(v, str) else leaf for k, v in tree.items() for leaf in leaves(v)]
+    if isinstance(tree, list):
+        return [leaf for item in tree for leaf in leaves(item)]
+    return [str(tree)]
+
+
+def test_the_committed_lock_is_that_of_the_committed_code_and_params(tmp_path):
+    """dvc.lock records the `dvc repro` of the sample pipeline. A checkout without the outputs
+    (a fresh clone before `dvc pull`) may only miss them (deleted, not in cache): every dependency
+    that is there, the code, params.yaml and the stages' commands, must be what the lock recorded."""
+    assert (REPO / "dvc.lock").is_file(), "no dvc.lock: run `make dvc-lock` and commit it"
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    tracked = {"dvc.yaml", "dvc.lock", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore",
+               *(d for s in stages.values() for d in s.get("deps", []) if (REPO / d).is_file())}
+    for name in tracked:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / name, tmp_path / name)
+    git(tmp_path, "init", "-q")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(tmp_path / ".site-cache")}
+    r = subprocess.run([str(DVC), "status", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300, check=False)
+    assert r.returncode == 0, r.stderr
+    stale = [f"{stage}: {leaf}" for stage, changes in json.loads(r.stdout).items() for leaf in leaves(changes)
+             if not leaf.endswith((": deleted", ": not in cache"))]
+    assert not stale, "dvc.lock is stale (run `make dvc-lock` and commit it):\n" + "\n".join(stale)
+
+
 # -- a tiny pipeline in its own repository ----------------------------------------------------
 
 
