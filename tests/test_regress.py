@@ -288,13 +288,13 @@ PRETRAIN_SETTINGS = {**GATE_SETTINGS, "cluster": {"method": "xdc", "k": 8, "iter
 # with `xdc run` (the steps the pipeline's tasks call) on these 400 videos (100 test videos), seeds
 # 0 and 1, video / audio top-1: the library's k-means 0.82 / 0.90 and 0.87 / 0.92; a k-means that
 # ignores its features 0.58 / 0.74 and 0.75 / 0.82.
+CPU_DEMO = yaml.safe_load((XDC_CORE / "presets" / "cpu-demo.yaml").read_text())
 PRETRAIN_GATE_SETTINGS = {
-    **yaml.safe_load((XDC_CORE / "presets" / "cpu-demo.yaml").read_text()),
+    **CPU_DEMO,
     "cluster": {"method": "xdc", "k": 8, "iterations": 2},
-    "train": {**yaml.safe_load((XDC_CORE / "presets" / "cpu-demo.yaml").read_text())["train"],
-              "total_epochs": 6, "epoch_size": 800},
+    "train": {**CPU_DEMO["train"], "total_epochs": 6, "epoch_size": 800},
+    "evaluate": {**CPU_DEMO["evaluate"], "probe_lrs": [0.004, 0.01, 0.04]},
 }
-PRETRAIN_GATE_SETTINGS["evaluate"] = {**PRETRAIN_GATE_SETTINGS["evaluate"], "probe_lrs": [0.004, 0.01, 0.04]}
 
 # k-means that ignores its features: it clusters noise of their shape, so the pseudo-labels say
 # nothing about the videos (what a broken feature path or a swapped argument would do).

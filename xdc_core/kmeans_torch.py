@@ -91,6 +91,8 @@ def _update(x: torch.Tensor, assign: torch.Tensor, centroids: torch.Tensor, gene
     full = sizes > 0
     centroids[full] = sums[full] / sizes[full, None]
     empty = torch.nonzero(~full).flatten().tolist()
+    if not empty:
+        return 0
     sign = torch.where(torch.arange(d, device=x.device) % 2 == 0, 1.0, -1.0).to(x.dtype)
     for ci in empty:
         cj = int(torch.multinomial((sizes - 1).clamp(min=0), 1, generator=generator)[0])

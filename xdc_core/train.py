@@ -556,32 +556,40 @@ def train_encoder(
 class CompiledOrEager(nn.Module):
     """``model`` compiled by torch.compile, or ``model`` itself from the first call that fails to
     compile (one warning, then eager: slower, same results). Logs the compile time, paid once per
-    training run (the first step's forward and backward are traced and compiled)."""
+    training run: the first step's forward is traced and compiled at its call, its backward at
+    ``loss.backward()``, so the time is logged when the caller says the step is done (:meth:`stepped`)."""
 
     def __init__(self, model: nn.Module, say: Callable[[str], None]) -> None:
         super().__init__()
         self.model, self.say = model, say
         # dynamic=False: every batch of an epoch has the same shape (epochs are whole batches)
         self.compiled: Callable[..., Any] | None = torch.compile(model, dynamic=False)
-        self.first = True
+        self.started: float | None = None  # when the first compiled step began
+        self.logged = False
 
     def forward(self, x: torch.Tensor) -> Any:
         if self.compiled is None:
             return self.model(x)
-        if not self.first:
-            return self.compiled(x)
-        started = time.perf_counter()
+        first = self.started is None
+        if first:
+            self.started = time.perf_counter()
         try:
-            out = self.compiled(x)
+            return self.compiled(x)
         except Exception as err:  # any backend's failure: the eager model still trains
+            if not first:
+                raise
             warnings.warn(f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
                           "training eagerly (slower, same results); set train.compile: false to skip the attempt",
                           RuntimeWarning, stacklevel=2)
             self.compiled = None
             return self.model(x)
-        self.first = False
-        self.say(f"compiled the training step in {time.perf_counter() - started:.1f} s (train.compile)")
-        return out
+
+    def stepped(self) -> None:
+        """After each training step's backward: logs the compile time once, after the first."""
+        if self.compiled is not None and self.started is not None and not self.logged:
+            self.say(f"compiled the training step in {time.perf_counter() - self.started:.1f} s "
+                     "(forward and backward; train.compile)")
+            self.logged = True
 
 
 def compile_step(cfg: TrainConfig, device: torch.device) -> bool:
@@ -616,6 +624,8 @@ def train_one_epoch(
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[union-attr]
         opt.step()
+        if isinstance(model, CompiledOrEager):
+            model.stepped()
         step_loss, n = distributed.all_sum([loss.item() * len(t), len(t)], device)  # type: ignore[union-attr]
         busy = time.perf_counter() - fetched
         state.step, state.totals = step + 1, [state.totals[0] + step_loss, state.totals[1] + n]
