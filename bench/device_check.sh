@@ -20,8 +20,10 @@
 #      d. xdc run --device cuda on 96 sample videos, 1 iteration (cpu-demo sizes): the whole loop;
 #         whether its k-means ran on the GPU (kmeans.json's device "cuda:0", no fallback WARNING)
 #                                                        -> xdc_run_kmeans.json, xdc_run_metrics.json
-#      c'. bench/gpu_bench.py with torch.compile at batch 64 (last: the slowest and least certain
+#      c'. bench/gpu_bench.py with torch.compile at batch 64 (after d: the slowest and least certain
 #         step, so it cannot crowd out d)                                        -> gpu_bench.json
+#      e. bench/loader_bench.py: the loader alone, clips/s per worker at 1, 4, 8 and all cores
+#                                                                                -> loader.json
 #    Everything it writes is under $OUT (7 files at most: the tool brings back 8).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -156,6 +158,10 @@ kmeans_stats=$(ls "$WORK"/run/iter_*/kmeans.json 2>/dev/null | head -1)
 # c'. The torch.compile lever, last.
 step c_gpu_bench_compiled 200 "${BENCH[@]}" --batch-size 64 --compile --cudnn-benchmark --in-memory --append
 
+# e. The loader alone on this node's cores (last: the CPU machine measures it too): clips/s per worker
+step e_loader_per_core 60 python3 bench/loader_bench.py --work "$WORK/gpu" --workers 1 4 8 "$CORES" --batches 16 \
+    --clips 100 --out "$OUT/loader.json"
+
 echo "finished $(date -u +%FT%TZ)" | tee -a "$SUMMARY"
 echo "--- $SUMMARY"
 cat "$SUMMARY"
@@ -171,6 +177,8 @@ for r in s["configurations"]:
           f"{r['compute_only_clips_per_s']}), data wait {r['data_wait_fraction']:.1%}, MFU {r['mfu']}, "
           f"{r['gpu_peak_gib']} GiB, first epoch {r['first_epoch_s']} s")
 PY
+echo "--- loader.json"
+cat "$OUT/loader.json" 2>/dev/null
 echo "--- kmeans_gpu.json"
 cat "$OUT/kmeans_gpu.json" 2>/dev/null
 echo "--- last lines of the log"

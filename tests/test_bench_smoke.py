@@ -1,6 +1,7 @@
 """The GPU benchmark and its device script cannot rot: ``bench/gpu_bench.py --smoke`` runs the whole
 measurement (sample data, decode, real loader and in-memory clips through ``train_encoder``, FLOP
-count) on the CPU at tiny sizes, and ``bench/device_check.sh`` parses.
+count) on the CPU at tiny sizes, ``bench/loader_bench.py --smoke`` likewise, and
+``bench/device_check.sh`` parses.
 
 Not an integration test: the smoke run takes about 30 s on 2 cores, so it stays in the fast loop.
 """
@@ -16,14 +17,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_bench_smoke_writes_every_field(tmp_path: Path) -> None:
-    out = tmp_path / "gpu.json"
+def smoke(script: str, tmp_path: Path, *extra: str) -> dict:
+    """``bench/SCRIPT --smoke``'s result file (the same file on every call in a test), after
+    asserting that it ran."""
+    out = tmp_path / "result.json"
     done = subprocess.run(
-        [sys.executable, "bench/gpu_bench.py", "--smoke", "--out", str(out), "--work", str(tmp_path / "work")],
+        [sys.executable, f"bench/{script}", "--smoke", *extra, "--out", str(out), "--work", str(tmp_path / "work")],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    section = json.loads(out.read_text())["train_throughput"]
+    return json.loads(out.read_text())
+
+
+def test_gpu_bench_smoke_writes_every_field(tmp_path: Path) -> None:
+    section = smoke("gpu_bench.py", tmp_path)["train_throughput"]
     assert section["smoke"] is True
     assert section["machine"]["gpu"] is None
     # The count is shapes only (meta device): the tiny trunk's forward + backward is tens of MFLOP.
@@ -41,12 +48,7 @@ def test_gpu_bench_smoke_writes_every_field(tmp_path: Path) -> None:
         assert r["achieved_tflops"] >= 0
 
     # --append keeps the configurations it does not measure again, and replaces those it does.
-    done = subprocess.run(
-        [sys.executable, "bench/gpu_bench.py", "--smoke", "--append", "--out", str(out), "--work", str(tmp_path / "work")],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    names = [r["name"] for r in json.loads(out.read_text())["train_throughput"]["configurations"]]
+    names = [r["name"] for r in smoke("gpu_bench.py", tmp_path, "--append")["train_throughput"]["configurations"]]
     assert sorted(names) == ["loader-bs4", "memory-bs4"]
 
 
@@ -66,3 +68,12 @@ def test_peak_lookup_names_the_cards_the_device_machine_has() -> None:
 def test_device_script_parses() -> None:
     done = subprocess.run(["bash", "-n", str(REPO / "bench" / "device_check.sh")], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_loader_bench_smoke_measures_clips_per_worker_and_where_a_clip_goes(tmp_path: Path) -> None:
+    result = smoke("loader_bench.py", tmp_path)
+    assert result["per_clip_ms"]["video"] > 0 and result["per_clip_ms"]["audio"] > 0
+    shares = result["video_time_shares"]
+    assert shares["decode"] > 0 and shares["rgb_conversion"] > 0  # the profile found the parts it names
+    assert abs(sum(shares.values()) - 1) < 0.01
+    assert [r["workers"] for r in result["workers"]] == [1] and result["workers"][0]["clips_per_s_per_worker"] > 0
