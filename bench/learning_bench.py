@@ -45,7 +45,7 @@ from xdc_core.config import MODALITIES, Config, load_config
 from xdc_core.dataset import ClipDataset
 from xdc_core.decode import decode_dataset
 from xdc_core.evaluate import paired_bootstrap, probe_encoder
-from xdc_core.diagnosis import AGREEMENT_Z, agreement_z
+from xdc_core.diagnosis import AGREEMENT_Z, agreement_z, findings
 from xdc_core.kmeans import cross_modal_nmi, kmeans, nmi_with_chance
 from xdc_core.layout import RunLayout
 from xdc_core.report import format_train
@@ -229,6 +229,12 @@ def markdown(table: dict[str, Any], runs: dict[str, list[dict[str, Any]]], seeds
             cells.append(f"{v['delta']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}] / "
                          f"{a['delta']:+.3f} [{a['ci95'][0]:+.3f}, {a['ci95'][1]:+.3f}]")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    said = {method: [e["seed"] for e in entries if e.get("findings")] for method, entries in runs.items()}
+    if any(said.values()):
+        lines += ["", "Runs that told their user they were not learning (xdc_core/diagnosis.py): " + "; ".join(
+            f"{method} seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}" for method, s in said.items() if s)]
+    else:
+        lines += ["", "No run told its user it was not learning (xdc_core/diagnosis.py)."]
     return "\n".join(lines) + "\n"
 
 
@@ -323,6 +329,8 @@ def main() -> int:
                 "clusters": [it["clusters"] for it in metrics["iteration_stats"]],
                 "train": [{m: {k: it["train"][m][k] for k in ("train_loss", "val_loss", "stop_reason")}
                            for m in MODALITIES} for it in metrics["iteration_stats"]],
+                # What the run told its user about whether it learns (xdc_core/diagnosis.py).
+                "findings": findings(metrics["iteration_stats"], mc.cluster.k) if method != "supervised" else [],
             })
             print(f"[{method} seed {seed}] probe video {metrics['probe']['video']['top1']:.3f} audio "
                   f"{metrics['probe']['audio']['top1']:.3f} ({seconds:.0f} s)", flush=True)
