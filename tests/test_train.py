@@ -12,11 +12,13 @@ from xdc_core.dataset import ClipDataset
 from xdc_core.models import build_trunk
 from xdc_core.train import (
     EARLY_STOP_MIN_HELD_OUT,
+    MASK_SHARE,
     Observer,
     UniformLabelSampler,
     chance_loss,
     early_stopping,
     lr_at,
+    mask_spectrograms,
     rising_streak,
     split_holdout,
     train_encoder,
@@ -217,3 +219,18 @@ def test_a_step_that_fails_to_compile_trains_eagerly_with_one_warning(setup, mon
     for a, b in zip(runs[0][1].state_dict().values(), runs[1][1].state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
+
+def test_spectrogram_masks_zero_whole_bands_and_frames_up_to_a_fifth_of_each_axis():
+    """train.audio_masks: SpecAugment's masks, drawn per clip, each within MASK_SHARE of its axis."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 40, 100)
+    y = mask_spectrograms(x.clone(), 1)
+    assert y.shape == x.shape
+    zero_bands = (y == 0).all(dim=-1)[:, 0]  # [B, Q]: bands masked over every frame
+    zero_frames = (y == 0).all(dim=-2)[:, 0]  # [B, P]
+    assert zero_bands.sum(1).max() <= MASK_SHARE * 40 and zero_frames.sum(1).max() <= MASK_SHARE * 100
+    assert zero_bands.any(1).float().mean() > 0.5 and zero_frames.any(1).float().mean() > 0.5
+    assert len({tuple(r.nonzero().flatten().tolist()) for r in zero_frames}) > 10  # per clip, not per batch
+    kept = (y != 0)
+    assert torch.equal(y[kept], x[kept])  # elsewhere untouched
+    assert torch.equal(mask_spectrograms(x.clone(), 0), x)

@@ -204,6 +204,12 @@ class TrainConfig(Schedule):
         "H200, docs/benchmarks.md); auto = on CUDA only (on a CPU the compile time outweighs the gain at "
         "these sizes); a step that fails to compile falls back to eager with one warning",
     )
+    audio_masks: Int = Field(
+        0, ge=0, le=8,
+        description="SpecAugment (Park et al. 2019) on the audio encoder's training spectrograms: this many frequency "
+        "masks (each up to 20% of the mel bands) and as many time masks (up to 20% of the frames), drawn per clip; "
+        "0 = off, as in the paper",
+    )
 
 
 class EvalConfig(_Strict):

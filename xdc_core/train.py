@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torchaudio
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -237,9 +238,32 @@ class Classifier(nn.Module):
         return self.heads(self.trunk(x))
 
 
-def _logits(model: nn.Module, modality: str, x: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+# SpecAugment's masks, each at most this share of its axis (the LibriSpeech policies mask up to
+# ~20-30% of the bands and frames per mask).
+MASK_SHARE = 0.2
+
+
+def mask_spectrograms(x: torch.Tensor, masks: int) -> torch.Tensor:
+    """SpecAugment of normalised log-mel spectrograms ``[B, 1, Q, P]``: ``masks`` frequency and
+    ``masks`` time masks per clip, each set to 0 (the spectrogram's mean after normalisation).
+    Without it, an audio encoder that sees the few windows of each video memorises its targets
+    within an iteration (docs/benchmarks.md, levers)."""
+    q, p = x.shape[-2:]
+    freq = torchaudio.transforms.FrequencyMasking(max(1, int(MASK_SHARE * q)), iid_masks=True)
+    time_ = torchaudio.transforms.TimeMasking(max(1, int(MASK_SHARE * p)), iid_masks=True)
+    for _ in range(masks):
+        x = time_(freq(x))
+    return x
+
+
+def _logits(model: nn.Module, modality: str, x: torch.Tensor, device: torch.device,
+            audio_masks: int = 0) -> list[torch.Tensor]:
+    """The heads' logits of a batch; ``audio_masks`` > 0 (training only) masks audio spectrograms."""
+    x = model_input(modality, x.to(device, non_blocking=True))
+    if audio_masks and modality == "audio":
+        x = mask_spectrograms(x, audio_masks)
     with autocast(device):
-        return [h.float() for h in model(fast_layout(model_input(modality, x.to(device, non_blocking=True)), device))]
+        return [h.float() for h in model(fast_layout(x, device))]
 
 
 @torch.no_grad()
@@ -601,7 +625,7 @@ def train_one_epoch(
     model: nn.Module,
     batches: Iterable[dict[str, Any]],
     modality: str,
-    schedule: Schedule,
+    schedule: TrainConfig,
     steps: int,
     device: torch.device,
     state: TrainState,
@@ -618,7 +642,7 @@ def train_one_epoch(
         lr = lr_at(schedule, state.epoch, step, steps)
         for g in opt.param_groups:
             g["lr"] = lr
-        logits = _logits(model, modality, batch[modality], device)
+        logits = _logits(model, modality, batch[modality], device, schedule.audio_masks)
         t = batch["targets"].to(device)
         loss = sum(nn.functional.cross_entropy(lg, t[:, h]) for h, lg in enumerate(logits)) / len(logits)
         opt.zero_grad(set_to_none=True)
