@@ -32,7 +32,8 @@ from typing import Any
 AGREEMENT_Z = 3.0
 
 WHAT_TO_TRY = (
-    "what to try: check that the audio belongs to the video (in sync, not a music bed); more videos; "
+    "what to try: more clustering iterations (cluster.iterations: the paper needs 5 to 6, and the agreement "
+    "can grow slowly for several); check that the audio belongs to the video (in sync, not a music bed); more videos; "
     "longer clips (data.clip_frames, data.audio_seconds); measure the data first with "
     "`python bench/learning_bench.py --data MANIFEST --calibrate-only` (docs/benchmarks.md)"
 )
