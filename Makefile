@@ -36,9 +36,10 @@ test-tools: $(STAMP)
 test: test-tools
 	$(BIN)/pytest -q  # everything; the fast loop: $(BIN)/pytest -m "not integration"
 
-# The learning benchmark of the README (6 rows x 3 seeds on the sample data, about 80 min on 2 cores):
+# The learning benchmark of the README (6 rows x 3 seeds on the sample data; on 2 cores 80 min with
+# 3 clustering iterations, roughly twice that with the preset's 6):
 # bench/results/learning.{json,md,png}; `make bench-family` runs it on every member of the dataset
-# family (bench/family.yaml; about an hour per member): bench/results/learning-MEMBER.*. On your own
+# family (bench/family.yaml; a few hours per member): bench/results/learning-MEMBER.*. On your own
 # labelled manifest: $(BIN)/python bench/learning_bench.py --data MANIFEST --out FILE.json.
 # The decoding benchmark: `make bench-decode`.
 FAMILY := $(shell sed -n 's/^\([a-z0-9-]*\):.*/\1/p' bench/family.yaml)
@@ -51,7 +52,7 @@ bench-family: $(STAMP)
 bench-decode: $(STAMP)
 	$(BIN)/python bench/decode_bench.py --out bench/results/decode.json
 
-# dvc.lock: `dvc repro` of the sample pipeline (dvc.yaml, params.yaml; about 10 min on 2 cores). Run it
+# dvc.lock: `dvc repro` of the sample pipeline (dvc.yaml, params.yaml; about 12 min on 2 cores). Run it
 # and commit dvc.lock after a change to the code or to params.yaml: tests/test_dvc.py fails while it is stale.
 dvc-lock: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
