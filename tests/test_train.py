@@ -19,6 +19,7 @@ from xdc_core.train import (
     early_stopping,
     lr_at,
     mask_spectrograms,
+    pretraining_holdout,
     rising_streak,
     split_holdout,
     train_encoder,
@@ -54,6 +55,19 @@ def test_holdout_is_seeded_and_disjoint():
     assert len(va) == 5 and len(tr) == 15 and not set(tr) & set(va)
     assert np.array_equal(va, split_holdout(20, 0.25, seed=3)[1])
     assert len(split_holdout(20, 0.0, seed=3)[1]) == 0
+    assert len(split_holdout(20, 0.1, seed=3, at_least=6)[1]) == 6
+
+
+def test_pretraining_holdout_is_one_set_per_run_big_enough_for_early_stopping():
+    """The held-out videos depend on the run's seed only (train_encoder's holdout_seed), and hold at
+    least EARLY_STOP_MIN_HELD_OUT videos where that leaves three quarters to train on."""
+    cfg = build_config(TINY_SETTINGS).train.model_copy(update={"val_fraction": 0.1, "early_stop": "auto"})
+    assert len(pretraining_holdout(900, cfg, 0)[1]) == EARLY_STOP_MIN_HELD_OUT  # 90 would switch early stop off
+    assert early_stopping(cfg, len(pretraining_holdout(900, cfg, 0)[1]))[0]
+    assert len(pretraining_holdout(2000, cfg, 0)[1]) == 200
+    assert len(pretraining_holdout(200, cfg, 0)[1]) == 50  # a quarter at most
+    off = cfg.model_copy(update={"early_stop": False})
+    assert len(pretraining_holdout(900, off, 0)[1]) == 90
 
 
 @pytest.fixture
@@ -146,7 +160,7 @@ def test_targets_that_cannot_generalise_leave_the_trunk_as_it_started(setup):
     starting weights instead of the memorising ones."""
     cfg, train, val, _ = setup
     schedule = cfg.train.model_copy(update={"early_stop": True, "lr": 0.05, "total_epochs": 3, "patience": 5})
-    train_pos, held_out = split_holdout(len(train), schedule.val_fraction, 0)
+    train_pos, held_out = pretraining_holdout(len(train), schedule, 0)
     targets = [np.where(np.isin(np.arange(len(train)), held_out), 2, np.arange(len(train)) % 2)]
     trunk = build_trunk("audio", 4)
     start = {k: v.clone() for k, v in trunk.state_dict().items()}

@@ -183,7 +183,11 @@ class TrainConfig(Schedule):
         "(xdc_core/train.py, EARLY_STOP_MIN_HELD_OUT: 100)",
     )
     patience: Int = Field(3, ge=1, le=100, description="consecutive rising epochs that stop training")
-    val_fraction: Float = Field(0.1, ge=0, lt=1, description="held-out slice of the unlabelled videos")
+    val_fraction: Float = Field(
+        0.1, ge=0, lt=1,
+        description="held-out slice of the unlabelled videos, the same in every iteration and never trained on; "
+        "raised to 100 videos (at most a quarter) unless early_stop is false, so early stopping protects small datasets",
+    )
     workers: Int = Field(2, ge=0, le=64, description="DataLoader worker processes")
     split: str | None = Field("train", description="manifest split used for pretraining (None: every video)")
     lr_scaling: Literal["linear", "none"] = Field(

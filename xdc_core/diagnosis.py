@@ -13,7 +13,8 @@ run every iteration at chance and evaluate below random init; two measurements s
 Both are judged from the second iteration on. Random-init clusters follow the nuisances: on the
 embedded sample data, where XDC learns, their video-audio agreement is within 2 deviations of
 chance in the first iteration and tens of deviations above from the second on, and the audio
-encoder's first iteration does not beat chance.
+encoder's first one or two iterations may not beat chance (a warning at iteration 2 that stops
+once the encoder bootstraps).
 
 Each finding is a sentence with what to try; the runner logs them and records them in
 metrics.json, the KFP metrics and Prometheus (an alert fires on them).

@@ -171,11 +171,26 @@ def rising_streak(losses: Sequence[float]) -> int:
     return streak
 
 
-def split_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train positions, held-out positions): a seeded random ``fraction`` of ``n`` held out."""
+def split_holdout(n: int, fraction: float, seed: int, at_least: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train positions, held-out positions): a seeded random ``fraction`` of ``n`` held out, at least
+    ``at_least`` of them (never all; none when ``fraction`` is 0)."""
     perm = np.random.default_rng([seed, 7]).permutation(n)
-    n_val = min(n - 1, math.ceil(fraction * n)) if fraction > 0 else 0
+    n_val = min(n - 1, max(math.ceil(fraction * n), at_least)) if fraction > 0 else 0
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def pretraining_holdout(n: int, cfg: TrainConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train positions, held-out positions) of ``n`` pretraining videos for a run with ``seed``.
+
+    The same videos are held out from both encoders in every iteration of a run: when an encoder
+    memorises the other modality's clusters of its training videos, only videos neither encoder
+    has trained on show that the targets do not generalise (a set drawn again each iteration was
+    mostly trained on the iteration before). ``cfg.val_fraction`` of the videos, raised to
+    ``EARLY_STOP_MIN_HELD_OUT`` where early stopping may be on and that leaves three quarters to
+    train on, so that early stopping also protects small datasets.
+    """
+    floor = min(EARLY_STOP_MIN_HELD_OUT, n // 4) if cfg.early_stop is not False else 0
+    return split_holdout(n, cfg.val_fraction, seed, at_least=floor)
 
 
 def _fingerprint(targets: np.ndarray, cfg: TrainConfig, modality: str, seed: int, world_size: int) -> str:
@@ -522,13 +537,16 @@ def train_encoder(
     progress: bool = True,
     classes: Sequence[int] | None = None,
     observer: Observer | None = None,
+    holdout_seed: int | None = None,
 ) -> tuple[TrainResult, Heads]:
     """Train ``trunk`` in place to predict ``targets`` (one array per head, aligned with the datasets).
 
     ``classes`` is the size of each head (default: the largest label + 1). Returns what happened
     and the trained heads.
     ``train_set`` yields training-mode items, ``val_set`` eval-mode items of the same videos; a
-    ``cfg.val_fraction`` slice of them is held out for the pseudo-label loss of :class:`EarlyStopping`.
+    slice of them is held out for the pseudo-label loss of :class:`EarlyStopping`
+    (:func:`pretraining_holdout` with ``holdout_seed``, default ``seed``: the run's seed keeps it
+    the same across iterations).
     ``observer`` hears the log lines, steps and epochs (default: the log printed).
 
     Data parallel when the process group of :mod:`xdc_core.distributed` has several ranks: each
@@ -542,7 +560,7 @@ def train_encoder(
     w, observer = distributed.world(), observer or Observer()
     say = observer.log if w.main else (lambda _line: None)
     y = np.stack([np.asarray(t, dtype=np.int64) for t in targets])  # [heads, N]
-    train_pos, val_pos = split_holdout(y.shape[1], cfg.val_fraction, seed)
+    train_pos, val_pos = pretraining_holdout(y.shape[1], cfg, seed if holdout_seed is None else holdout_seed)
     classes = list(classes) if classes is not None else [int(t.max()) + 1 for t in y]
     model = _classifier(trunk, classes, cfg, seed, device)
     schedule = cfg.model_copy(update={"lr": effective_lr(cfg, w.size)})
