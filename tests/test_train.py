@@ -58,16 +58,21 @@ def test_holdout_is_seeded_and_disjoint():
     assert len(split_holdout(20, 0.1, seed=3, at_least=6)[1]) == 6
 
 
-def test_pretraining_holdout_is_one_set_per_run_big_enough_for_early_stopping():
-    """The held-out videos depend on the run's seed only (train_encoder's holdout_seed), and hold at
-    least EARLY_STOP_MIN_HELD_OUT videos where that leaves three quarters to train on."""
+def test_pretraining_holdout_is_one_set_per_run_where_early_stopping_uses_it():
+    """With early stopping on, the held-out videos depend on the run's seed only (the same in every
+    iteration), and hold at least EARLY_STOP_MIN_HELD_OUT videos where that leaves three quarters to
+    train on; with it off, each training run draws its own."""
     cfg = build_config(TINY_SETTINGS).train.model_copy(update={"val_fraction": 0.1, "early_stop": "auto"})
-    assert len(pretraining_holdout(900, cfg, 0)[1]) == EARLY_STOP_MIN_HELD_OUT  # 90 would switch early stop off
-    assert early_stopping(cfg, len(pretraining_holdout(900, cfg, 0)[1]))[0]
-    assert len(pretraining_holdout(2000, cfg, 0)[1]) == 200
-    assert len(pretraining_holdout(200, cfg, 0)[1]) == 50  # a quarter at most
+    it1, it2 = pretraining_holdout(900, cfg, 1, run_seed=0)[1], pretraining_holdout(900, cfg, 2, run_seed=0)[1]
+    assert np.array_equal(it1, it2) and len(it1) == EARLY_STOP_MIN_HELD_OUT  # 90 would switch early stop off
+    assert early_stopping(cfg, len(it1))[0]
+    assert len(pretraining_holdout(2000, cfg, 1, run_seed=0)[1]) == 200
+    small = [pretraining_holdout(300, cfg, s, run_seed=0)[1] for s in (1, 2)]
+    assert len(small[0]) == 30 and not np.array_equal(*small)  # 100 would leave fewer than three quarters
     off = cfg.model_copy(update={"early_stop": False})
-    assert len(pretraining_holdout(900, off, 0)[1]) == 90
+    assert len(pretraining_holdout(900, off, 1, run_seed=0)[1]) == 90
+    assert not np.array_equal(pretraining_holdout(900, off, 1, run_seed=0)[1],
+                              pretraining_holdout(900, off, 2, run_seed=0)[1])
 
 
 @pytest.fixture

@@ -186,7 +186,8 @@ class TrainConfig(Schedule):
     val_fraction: Float = Field(
         0.1, ge=0, lt=1,
         description="held-out slice of the unlabelled videos, the same in every iteration and never trained on; "
-        "raised to 100 videos (at most a quarter) unless early_stop is false, so early stopping protects small datasets",
+        "raised to 100 videos where that leaves three quarters to train on (400+ videos) unless early_stop is false, "
+        "so that early stopping also protects small datasets",
     )
     workers: Int = Field(2, ge=0, le=64, description="DataLoader worker processes")
     split: str | None = Field("train", description="manifest split used for pretraining (None: every video)")

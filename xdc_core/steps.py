@@ -348,7 +348,7 @@ def train_on_targets(
             trunk, modality, train_set, val_set, heads, cfg.train, cfg.seed * 1000 + iteration,
             distributed.rank_device(device), ckpt_dir=ckpt_dir, progress=progress,
             observer=Reporter(log, metrics.TrainMonitor(modality, cfg.cluster.method, iteration)),
-            holdout_seed=cfg.seed,  # one held-out set for the whole run, never trained on by either encoder
+            run_seed=cfg.seed,  # early stopping's held-out set: one per run, never trained on by either encoder
         )
         if world.main:
             save_encoder(trunk, Path(out))

@@ -179,18 +179,24 @@ def split_holdout(n: int, fraction: float, seed: int, at_least: int = 0) -> tupl
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def pretraining_holdout(n: int, cfg: TrainConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train positions, held-out positions) of ``n`` pretraining videos for a run with ``seed``.
+def pretraining_holdout(n: int, cfg: TrainConfig, seed: int, run_seed: int | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(train positions, held-out positions) of ``n`` pretraining videos for a training run with ``seed``.
 
-    The same videos are held out from both encoders in every iteration of a run: when an encoder
-    memorises the other modality's clusters of its training videos, only videos neither encoder
-    has trained on show that the targets do not generalise (a set drawn again each iteration was
-    mostly trained on the iteration before). ``cfg.val_fraction`` of the videos, raised to
-    ``EARLY_STOP_MIN_HELD_OUT`` where early stopping may be on and that leaves three quarters to
-    train on, so that early stopping also protects small datasets.
+    Where early stopping is on, the same videos are held out from both encoders in every iteration
+    of a run (drawn with ``run_seed``): when an encoder memorises the other modality's clusters of
+    its training videos, only videos neither encoder has trained on show that the targets do not
+    generalise (a set drawn again each iteration was mostly trained on the iteration before).
+    Where it is off, the held-out loss is only reported, and each training run draws its own set
+    with ``seed`` so that every video is trained on in some iteration. ``cfg.val_fraction`` of the
+    videos, raised to ``EARLY_STOP_MIN_HELD_OUT`` where early stopping may be on and that leaves
+    three quarters to train on, so that early stopping also protects small datasets.
     """
-    floor = min(EARLY_STOP_MIN_HELD_OUT, n // 4) if cfg.early_stop is not False else 0
-    return split_holdout(n, cfg.val_fraction, seed, at_least=floor)
+    enough = cfg.early_stop is not False and n // 4 >= EARLY_STOP_MIN_HELD_OUT
+    at_least = EARLY_STOP_MIN_HELD_OUT if enough else 0
+    held_out = min(n - 1, max(math.ceil(cfg.val_fraction * n), at_least)) if cfg.val_fraction > 0 else 0
+    kept = run_seed is not None and early_stopping(cfg, held_out)[0]
+    return split_holdout(n, cfg.val_fraction, run_seed if kept else seed, at_least=at_least)
 
 
 def _fingerprint(targets: np.ndarray, cfg: TrainConfig, modality: str, seed: int, world_size: int) -> str:
@@ -537,7 +543,7 @@ def train_encoder(
     progress: bool = True,
     classes: Sequence[int] | None = None,
     observer: Observer | None = None,
-    holdout_seed: int | None = None,
+    run_seed: int | None = None,
 ) -> tuple[TrainResult, Heads]:
     """Train ``trunk`` in place to predict ``targets`` (one array per head, aligned with the datasets).
 
@@ -545,8 +551,8 @@ def train_encoder(
     and the trained heads.
     ``train_set`` yields training-mode items, ``val_set`` eval-mode items of the same videos; a
     slice of them is held out for the pseudo-label loss of :class:`EarlyStopping`
-    (:func:`pretraining_holdout` with ``holdout_seed``, default ``seed``: the run's seed keeps it
-    the same across iterations).
+    (:func:`pretraining_holdout`: with early stopping on and ``run_seed`` given, the same videos in
+    every iteration of a run).
     ``observer`` hears the log lines, steps and epochs (default: the log printed).
 
     Data parallel when the process group of :mod:`xdc_core.distributed` has several ranks: each
@@ -560,7 +566,7 @@ def train_encoder(
     w, observer = distributed.world(), observer or Observer()
     say = observer.log if w.main else (lambda _line: None)
     y = np.stack([np.asarray(t, dtype=np.int64) for t in targets])  # [heads, N]
-    train_pos, val_pos = pretraining_holdout(y.shape[1], cfg, seed if holdout_seed is None else holdout_seed)
+    train_pos, val_pos = pretraining_holdout(y.shape[1], cfg, seed, run_seed)
     classes = list(classes) if classes is not None else [int(t.max()) + 1 for t in y]
     model = _classifier(trunk, classes, cfg, seed, device)
     schedule = cfg.model_copy(update={"lr": effective_lr(cfg, w.size)})
