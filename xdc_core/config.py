@@ -185,8 +185,8 @@ class TrainConfig(Schedule):
     patience: Int = Field(3, ge=1, le=100, description="consecutive rising epochs that stop training")
     val_fraction: Float = Field(
         0.1, ge=0, lt=1,
-        description="held-out slice of the unlabelled videos, the same in every iteration and never trained on; "
-        "raised to 100 videos where that leaves three quarters to train on (400+ videos) unless early_stop is false, "
+        description="held-out slice of the unlabelled videos; with early stopping on, the same in every iteration "
+        "and never trained on, and raised to 100 videos where that leaves three quarters to train on (400+ videos), "
         "so that early stopping also protects small datasets",
     )
     workers: Int = Field(2, ge=0, le=64, description="DataLoader worker processes")
