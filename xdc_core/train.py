@@ -175,8 +175,13 @@ def split_holdout(n: int, fraction: float, seed: int, at_least: int = 0) -> tupl
     """(train positions, held-out positions): a seeded random ``fraction`` of ``n`` held out, at least
     ``at_least`` of them (never all; none when ``fraction`` is 0)."""
     perm = np.random.default_rng([seed, 7]).permutation(n)
-    n_val = min(n - 1, max(math.ceil(fraction * n), at_least)) if fraction > 0 else 0
+    n_val = held_out_count(n, fraction, at_least)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def held_out_count(n: int, fraction: float, at_least: int = 0) -> int:
+    """How many of ``n`` videos :func:`split_holdout` holds out."""
+    return min(n - 1, max(math.ceil(fraction * n), at_least)) if fraction > 0 else 0
 
 
 def pretraining_holdout(n: int, cfg: TrainConfig, seed: int, run_seed: int | None = None
@@ -194,8 +199,7 @@ def pretraining_holdout(n: int, cfg: TrainConfig, seed: int, run_seed: int | Non
     """
     enough = cfg.early_stop is not False and n // 4 >= EARLY_STOP_MIN_HELD_OUT
     at_least = EARLY_STOP_MIN_HELD_OUT if enough else 0
-    held_out = min(n - 1, max(math.ceil(cfg.val_fraction * n), at_least)) if cfg.val_fraction > 0 else 0
-    kept = run_seed is not None and early_stopping(cfg, held_out)[0]
+    kept = run_seed is not None and early_stopping(cfg, held_out_count(n, cfg.val_fraction, at_least))[0]
     return split_holdout(n, cfg.val_fraction, run_seed if kept else seed, at_least=at_least)
 
 
