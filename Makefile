@@ -41,6 +41,7 @@ test: test-tools
 # bench/results/learning.{json,md,png}; `make bench-family` runs it on every member of the dataset
 # family (bench/family.yaml; a few hours per member): bench/results/learning-MEMBER.*. On your own
 # labelled manifest: $(BIN)/python bench/learning_bench.py --data MANIFEST --out FILE.json.
+# In parts (--methods xdc, then the others), joined by learning_bench.py --merge PART.json ... --out FILE.json.
 # The decoding benchmark: `make bench-decode`.
 FAMILY := $(shell sed -n 's/^\([a-z0-9-]*\):.*/\1/p' bench/family.yaml)
 bench: $(STAMP)

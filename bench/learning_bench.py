@@ -18,9 +18,14 @@ overrides, video count, git commit, machine), the results, a Markdown table (``.
 (``.png``) next to the JSON file. Runs start from scratch each time (the sample data, the decoded
 dataset and its clip cache are deterministic and reused).
 
+The methods can run in parts (``--methods xdc``, then ``--methods sdc mdc``, on other days or
+machines) and ``--merge`` joins the parts' result files into one table, refusing parts that differ
+in data, settings, seeds, random-init answers or learning code (a digest of ``xdc_core/``).
+
 Usage: python bench/learning_bench.py --out bench/results/learning.json [--seeds 0 1 2]
        [--member NAME | --data MANIFEST | --videos 2000 --classes 8]
        [--config xdc_core/presets/cpu-demo.yaml] [--set KEY=VALUE] [--calibrate-only]
+       python bench/learning_bench.py --merge PART.json PART.json ... --out bench/results/learning.json
 """
 
 from __future__ import annotations
@@ -273,6 +278,98 @@ def plot(runs: dict[str, list[dict[str, Any]]], path: Path, seed0: int) -> None:
     fig.savefig(path, dpi=110)
 
 
+def calibration_checks(calib: dict[str, Any], table: dict[str, Any]) -> dict[str, Any]:
+    """Can XDC bootstrap on this data? Every seed's random-init clusters against chance, and the
+    supervised reference's margin over random init where it ran."""
+    checks: dict[str, Any] = {
+        "random_init_clusters_carry_class": {
+            m: all(v[m]["z"] >= AGREEMENT_Z for v in calib.values()) for m in MODALITIES},
+        # Informational: near chance at init even where XDC learns (the clusters follow the nuisances).
+        "cross_modal_nmi_above_chance_at_init": all(v["cross_modal"]["z"] >= AGREEMENT_Z for v in calib.values()),
+    }
+    if "supervised" in table:
+        checks[f"supervised_beats_random_by_{SUPERVISED_MARGIN}"] = {
+            m: table["supervised"][m]["mean"] - table["random-init"][m]["mean"] >= SUPERVISED_MARGIN
+            for m in MODALITIES}
+    return checks
+
+
+def write_results(results: dict[str, Any], out: Path) -> None:
+    """The JSON file, its Markdown table (.md) and its plot (.png)."""
+    table, runs, calib = results["table"], results["runs"], results["calibration"]["per_seed"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    md = calibration_markdown(results["ran"]["dataset"], calib) + (
+        "\n" + markdown(table, runs, results["ran"]["seeds"]) if table else "")
+    out.with_suffix(".md").write_text(md)
+    if table:
+        plot(runs, out.with_suffix(".png"), results["ran"]["seeds"][0])
+    print(md)
+    print(json.dumps(results["calibration"]["checks"], indent=1))
+    print(f"results: {out} (+ .md, .png); {results['timings']['total_s']:.0f} s in all", file=sys.stderr)
+
+
+# What must be equal for two parts to be one benchmark (besides the learning code and the random init).
+SAME_BENCHMARK = ("dataset", "sample_spec", "data_seed", "seeds", "config", "overrides", "pretrain_videos",
+                  "test_videos")
+
+
+def learning_code() -> str:
+    """A digest of xdc_core/ (code and presets) as it is on disk: what the results depend on, whether
+    or not it is committed. Parts with the same digest ran the same learning code."""
+    root = Path(__file__).resolve().parents[1] / "xdc_core"
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in {".py", ".yaml"}):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def merge(paths: list[Path]) -> dict[str, Any]:
+    """One result from parts that ran different methods of the same benchmark (same data, settings,
+    seeds and learning code; their random-init probes must have given the same answers)."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    first, seen = parts[0], {m: paths[0] for m in parts[0]["runs"]}
+    for path, part in zip(paths[1:], parts[1:], strict=True):
+        for key in SAME_BENCHMARK:
+            if part["ran"][key] != first["ran"][key]:
+                raise SystemExit(f"--merge: {path} ran {key} = {part['ran'][key]!r} but {paths[0]} ran "
+                                 f"{first['ran'][key]!r}: only parts of the same benchmark merge")
+        for what, get in (("settings", lambda r: r["settings"]), ("random-init answers", lambda r: r["random_init"]),
+                          ("calibration", lambda r: r["calibration"]["per_seed"])):
+            if get(part) != get(first):
+                raise SystemExit(f"--merge: {path} and {paths[0]} differ in their {what}: only parts of the same "
+                                 "benchmark, run by the same code, merge")
+        code = part["ran"].get("learning_code")
+        if code is None or code != first["ran"].get("learning_code"):
+            raise SystemExit(f"--merge: {path} and {paths[0]} ran different learning code (xdc_core/ digest "
+                             f"{code} vs {first['ran'].get('learning_code')}; none: "
+                             "written before the digest was recorded): rerun the older part with the current code")
+        for method in part["runs"]:
+            if method in seen:
+                raise SystemExit(f"--merge: {method} ran in both {seen[method]} and {path}: keep one of them")
+            seen[method] = path
+    if not first["random_init"]:
+        raise SystemExit(f"--merge: {paths[0]} ran no method (--calibrate-only?): nothing to merge")
+    if any("correct" not in r["video"] for r in first["random_init"]):
+        raise SystemExit(f"--merge: {paths[0]} predates per-video random-init answers in the results: rerun it")
+    runs = {m: e for m in METHODS for part in parts for method, e in part["runs"].items() if method == m}
+    commits = list(dict.fromkeys(part["ran"]["git_commit"] for part in parts))
+    ran = first["ran"] | {
+        "methods": list(runs), "git_commit": commits[0] if len(commits) == 1 else ", ".join(commits),
+        "machine": ", ".join(dict.fromkeys(part["ran"]["machine"] for part in parts)),
+        "command": " ".join(["python", *sys.argv]),
+        "parts": [{"file": str(path), "methods": part["ran"]["methods"], "git_commit": part["ran"]["git_commit"],
+                   "machine": part["ran"]["machine"], "command": part["ran"]["command"],
+                   "total_s": part["timings"]["total_s"]} for path, part in zip(paths, parts, strict=True)],
+    }
+    table = summarise(runs, first["random_init"])
+    return first | {
+        "ran": ran, "runs": runs, "table": table,
+        "timings": {"total_s": round(sum(part["timings"]["total_s"] for part in parts), 1)},
+        "calibration": first["calibration"] | {"checks": calibration_checks(first["calibration"]["per_seed"], table)},
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("bench/results/learning.json"))
@@ -289,8 +386,14 @@ def main() -> int:
     ap.add_argument("--data-seed", type=int, default=0, help="seed of the sample generator")
     ap.add_argument("--work", type=Path, default=Path("bench/work/learning"))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--merge", type=Path, nargs="+", metavar="PART.json",
+                    help="join result files that ran different methods of one benchmark into --out, and stop")
     args = ap.parse_args()
-    started, commit = time.perf_counter(), git_commit()  # the code that runs, not what is committed later
+    if args.merge:
+        write_results(merge(args.merge), args.out)
+        return 0
+    # The code that runs, not what is committed or edited later.
+    started, commit, code = time.perf_counter(), git_commit(), learning_code()
 
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     cfg = load_config(args.config, overrides)
@@ -336,40 +439,23 @@ def main() -> int:
                   f"{metrics['probe']['audio']['top1']:.3f} ({seconds:.0f} s)", flush=True)
 
     table = summarise(runs, random) if random else {}
-    checks: dict[str, Any] = {
-        "random_init_clusters_carry_class": {
-            m: all(v[m]["z"] >= AGREEMENT_Z for v in calib.values()) for m in MODALITIES},
-        # Informational: near chance at init even where XDC learns (the clusters follow the nuisances).
-        "cross_modal_nmi_above_chance_at_init": all(v["cross_modal"]["z"] >= AGREEMENT_Z for v in calib.values()),
-    }
-    if "supervised" in table:
-        checks[f"supervised_beats_random_by_{SUPERVISED_MARGIN}"] = {
-            m: table["supervised"][m]["mean"] - table["random-init"][m]["mean"] >= SUPERVISED_MARGIN
-            for m in MODALITIES}
     test_videos = len(ClipDataset(decoded, cfg.data, "eval", cfg.evaluate.test_split, ("audio",), clips=1))
     results = {
         "ran": {"config": str(args.config), "overrides": overrides, "seeds": args.seeds, "methods": args.methods,
                 "dataset": dataset, "sample_spec": None if spec is None else vars(spec),
                 "data_seed": args.data_seed,
                 "pretrain_videos": int(len(pretrain_labels)), "test_videos": test_videos,
-                "git_commit": commit, "machine": machine(),
+                "git_commit": commit, "learning_code": code, "machine": machine(),
                 "command": " ".join(["python", *sys.argv])},
         "timings": timings | {"total_s": round(time.perf_counter() - started, 1)},
-        "calibration": {"per_seed": calib, "checks": checks},
+        "calibration": {"per_seed": calib, "checks": calibration_checks(calib, table)},
         "table": table,
         "runs": runs,
-        "random_init": [{m: {"top1": r[m]["top1"]} for m in MODALITIES} for r in random],
+        # With the per-video answers, so that results run in parts can be merged (--merge).
+        "random_init": [{m: {k: r[m][k] for k in ("top1", "correct")} for m in MODALITIES} for r in random],
         "settings": cfg.model_dump(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
-    md = calibration_markdown(dataset, calib) + ("\n" + markdown(table, runs, args.seeds) if table else "")
-    args.out.with_suffix(".md").write_text(md)
-    if table:
-        plot(runs, args.out.with_suffix(".png"), args.seeds[0])
-    print(md)
-    print(json.dumps(checks, indent=1))
-    print(f"results: {args.out} (+ .md, .png); {results['timings']['total_s']:.0f} s in all", file=sys.stderr)
+    write_results(results, args.out)
     return 0
 
 
