@@ -51,6 +51,21 @@ def test_held_out_loss_that_never_beats_chance_is_a_finding():
     assert findings([iteration(i, agree, {"video": []}) for i in (1, 2)], 16) == []  # no held-out videos: nothing to say
 
 
+def test_with_early_stopping_on_beating_chance_is_keeping_an_epoch():
+    """Where early stopping was on, its judgement counts (with train.held_out_margin, a loss a little
+    below ln k may be noise): an encoder that kept its starting weights in every iteration is a finding."""
+    agree = {"nmi": 0.3, "nmi_chance": 0.03, "nmi_chance_std": 0.002}
+
+    def kept(epoch):
+        return {"val_loss": [2.75, 2.70], "early_stop": "early stop on: 225 held-out videos", "best_epoch": epoch}
+
+    never = [{**iteration(i, agree), "train": {"audio": kept(0), "video": kept(2)}} for i in (1, 2)]
+    [finding] = findings(never, 16)
+    assert "audio encoder" in finding
+    once = [{**iteration(i, agree), "train": {"audio": kept(i - 1), "video": kept(2)}} for i in (1, 2)]
+    assert findings(once, 16) == []
+
+
 @pytest.mark.integration
 def test_a_run_on_data_whose_modalities_share_nothing_says_it_is_not_learning(tmp_path):
     """Through the run loop: videos whose picture and sound carry no class (signals at 0) share

@@ -13,6 +13,7 @@ from xdc_core.models import build_trunk
 from xdc_core.train import (
     EARLY_STOP_MIN_HELD_OUT,
     MASK_SHARE,
+    EarlyStopping,
     Observer,
     UniformLabelSampler,
     chance_loss,
@@ -179,6 +180,38 @@ def test_targets_that_cannot_generalise_leave_the_trunk_as_it_started(setup):
     train_encoder(free, "audio", train, val, targets, schedule.model_copy(update={"early_stop": False}), 0,
                   torch.device("cpu"), progress=False)
     assert not all(torch.equal(start[k], v) for k, v in free.state_dict().items())
+
+
+def test_an_epoch_is_kept_only_if_it_beats_chance_by_the_margin():
+    """held_out_margin: an epoch whose held-out loss is below ln k by less than that many standard
+    errors of its mean is noise, and the trunk keeps its starting weights."""
+    cfg = build_config(TINY_SETTINGS).train.model_copy(update={"early_stop": True, "held_out_margin": 2.0})
+    chance = chance_loss([16])
+    trunk = torch.nn.Linear(2, 2)
+    stopper = EarlyStopping(cfg, 200, [16], trunk)
+    stopper.update(trunk, 1, chance - 0.15, 0.1, [chance - 0.15])  # 1.5 standard errors: not kept
+    assert stopper.best_epoch(1) == 0
+    assert "beat chance (ln k = 2.77) by 2 standard errors" in stopper.finish(trunk, "completed 1 epochs")
+    stopper.update(trunk, 2, chance - 0.25, 0.1, [chance - 0.15, chance - 0.25])  # 2.5: kept
+    stopper.update(trunk, 3, chance - 0.3, 0.2, [chance - 0.15, chance - 0.25, chance - 0.3])  # lower, 1.5: not
+    assert stopper.best_epoch(3) == 2
+    # Without a margin any epoch below ln k counts, as before.
+    plain = EarlyStopping(cfg.model_copy(update={"held_out_margin": 0.0}), 200, [16], trunk)
+    plain.update(trunk, 1, chance - 0.01, 0.1, [chance - 0.01])
+    assert plain.best_epoch(1) == 1
+
+
+def test_the_margin_is_measured_on_the_held_out_videos(setup):
+    """Through training: the margin reaches the early stopping, which keeps the starting weights
+    where no epoch beats ln k by 10 standard errors, and says so."""
+    cfg, train, val, targets = setup
+    schedule = cfg.train.model_copy(update={"early_stop": True, "lr": 0.05, "total_epochs": 2, "patience": 5,
+                                            "held_out_margin": 10.0})
+    trunk = build_trunk("audio", 4)
+    start = {k: v.clone() for k, v in trunk.state_dict().items()}
+    result, _ = train_encoder(trunk, "audio", train, val, targets, schedule, 0, torch.device("cpu"), progress=False)
+    assert result.best_epoch == 0 and "by 10 standard errors" in result.stop_reason, result
+    assert all(torch.equal(start[k], v) for k, v in trunk.state_dict().items())
 
 
 class Lines(Observer):

@@ -183,6 +183,13 @@ class TrainConfig(Schedule):
         "(xdc_core/train.py, EARLY_STOP_MIN_HELD_OUT: 100)",
     )
     patience: Int = Field(3, ge=1, le=100, description="consecutive rising epochs that stop training")
+    held_out_margin: Float = Field(
+        0.0, ge=0, le=10,
+        description="standard errors (of the held-out loss's mean over videos) by which an epoch's held-out "
+        "pseudo-label loss must beat chance (ln k) for early stopping to keep it; 0 keeps any epoch below ln k. "
+        "An encoder that memorises targets it cannot predict makes confident, mostly wrong predictions whose mean "
+        "loss lands a little below ln k by luck about half the time; 2 asks for a one-sided test at about 2%",
+    )
     val_fraction: Float = Field(
         0.1, ge=0, lt=1,
         description="held-out slice of the unlabelled videos; with early stopping on, the same in every iteration "

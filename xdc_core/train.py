@@ -292,43 +292,52 @@ def _logits(model: nn.Module, modality: str, x: torch.Tensor, device: torch.devi
 
 
 @torch.no_grad()
-def _val_loss(model: Classifier, modality: str, loader: DataLoader[dict[str, Any]], device: torch.device) -> float:
-    """The held-out pseudo-label loss; each rank scores its share of the held-out videos."""
+def _val_loss(
+    model: Classifier, modality: str, loader: DataLoader[dict[str, Any]], device: torch.device
+) -> tuple[float, float]:
+    """The held-out pseudo-label loss (mean over held-out videos and heads) and the standard error of
+    that mean; each rank scores its share of the held-out videos."""
     model.eval()
-    total, n = 0.0, 0
+    total, squares, n = 0.0, 0.0, 0
     for batch in loader:
         x = batch[modality].flatten(0, 1)  # eval mode: [B, clips, ...]; one clip per video here
         logits = _logits(model, modality, x, device)
         t = batch["targets"].to(device)
-        total += sum(nn.functional.cross_entropy(lg, t[:, h], reduction="sum").item() for h, lg in enumerate(logits))
+        for h, lg in enumerate(logits):
+            loss = nn.functional.cross_entropy(lg, t[:, h], reduction="none").double()
+            total, squares = total + loss.sum().item(), squares + loss.square().sum().item()
         n += len(x) * len(logits)
     model.train()
-    total, n = distributed.all_sum([total, n], device)
-    return total / max(n, 1)
+    total, squares, n = distributed.all_sum([total, squares, n], device)
+    mean = total / max(n, 1)
+    variance = max(squares / max(n, 1) - mean**2, 0.0) * n / max(n - 1, 1)
+    return mean, math.sqrt(variance / max(n, 1))
 
 
 class EarlyStopping:
     """Early stopping on the held-out pseudo-label loss: keeps the best epoch's trunk weights and says
     when the loss has risen ``patience`` epochs in a row.
 
-    An epoch is kept only if its held-out loss beats chance (ln k): targets that the trunk can only
-    memorise (no better than chance on held-out videos) teach it nothing, and it keeps the weights it
-    started from (epoch 0), as the paper's early stop would. Switched off, it keeps the last epoch.
+    An epoch is kept only if its held-out loss beats chance (ln k) by ``held_out_margin`` standard
+    errors: targets that the trunk can only memorise (no better than chance on held-out videos) teach
+    it nothing, and it keeps the weights it started from (epoch 0), as the paper's early stop would.
+    Switched off, it keeps the last epoch.
     """
 
     def __init__(self, cfg: TrainConfig, held_out: int, classes: Sequence[int], trunk: nn.Module) -> None:
         self.on, self.why = early_stopping(cfg, held_out)
-        self.patience, self.chance = cfg.patience, chance_loss(classes)
+        self.patience, self.chance, self.margin = cfg.patience, chance_loss(classes), cfg.held_out_margin
         # The checkpointed state: the loss to beat, the epoch that beat it, its trunk weights.
         self.best: dict[str, Any] = {"val": math.inf, "epoch": 0, "trunk": None}
         if self.on:
             self.best = {"val": self.chance, "epoch": 0, "trunk": copy.deepcopy(trunk.state_dict())}
 
-    def update(self, trunk: nn.Module, epoch: int, val: float, val_losses: Sequence[float]) -> str:
-        """After ``epoch`` (1-based) with held-out loss ``val``: why to stop now, "" to go on."""
+    def update(self, trunk: nn.Module, epoch: int, val: float, stderr: float, val_losses: Sequence[float]) -> str:
+        """After ``epoch`` (1-based) with held-out loss ``val`` (standard error ``stderr``): why to stop
+        now, "" to go on."""
         if not self.on:
             return ""
-        if val < self.best["val"]:
+        if val < self.best["val"] and val + self.margin * stderr < self.chance:
             self.best = {"val": val, "epoch": epoch, "trunk": copy.deepcopy(trunk.state_dict())}
         rises = rising_streak(val_losses)
         return f"early stop: held-out loss rose {rises} epochs in a row" if rises >= self.patience else ""
@@ -340,7 +349,8 @@ class EarlyStopping:
         self.restore(trunk)
         if self.best["epoch"]:
             return f"{reason}; kept epoch {self.best['epoch']}"
-        return f"{reason}; kept the starting weights: no epoch's held-out loss beat chance (ln k = {self.chance:.2f})"
+        by = f" by {self.margin:g} standard errors" if self.margin else ""
+        return f"{reason}; kept the starting weights: no epoch's held-out loss beat chance (ln k = {self.chance:.2f}){by}"
 
     def restore(self, trunk: nn.Module) -> None:
         if self.best["trunk"] is not None:
@@ -364,16 +374,17 @@ class TrainState:
     step: int = 0
     totals: list[float] = field(default_factory=lambda: [0.0, 0.0])
 
-    def end_epoch(self, val: float | None, total_epochs: int) -> None:
-        """Epoch ``self.epoch`` ended with held-out loss ``val`` (None: nothing held out): record it,
-        and whether and why training stops (``result.stop_reason``, then with the kept weights)."""
+    def end_epoch(self, val: tuple[float, float] | None, total_epochs: int) -> None:
+        """Epoch ``self.epoch`` ended with held-out loss ``val`` (mean, standard error; None: nothing
+        held out): record it, and whether and why training stops (``result.stop_reason``, then with
+        the kept weights)."""
         r, trunk = self.result, self.model.trunk
         r.train_loss.append(round(self.totals[0] / max(self.totals[1], 1), 5))
         self.epoch, self.step, self.totals = self.epoch + 1, 0, [0.0, 0.0]
         r.epochs = self.epoch
         if val is not None:
-            r.val_loss.append(round(val, 5))
-            r.stop_reason = self.stopper.update(trunk, self.epoch, val, r.val_loss)
+            r.val_loss.append(round(val[0], 5))
+            r.stop_reason = self.stopper.update(trunk, self.epoch, val[0], val[1], r.val_loss)
         if not r.stop_reason and self.epoch == total_epochs:
             r.stop_reason = f"completed {total_epochs} epochs"
         if r.stop_reason:
