@@ -15,3 +15,9 @@ def test_data_parallel_training_says_on_how_many_processes():
     assert "on 8 processes" in format_train("audio", HISTORY | {"processes": 8})
     assert "processes" not in format_train("audio", HISTORY | {"processes": 1})
     assert "processes" not in format_train("audio", HISTORY)  # statistics written before the field existed
+
+
+def test_the_best_held_out_loss_comes_with_its_standard_error():
+    r = HISTORY | {"val_loss": [2.9, 2.7, 2.8], "val_loss_se": [0.2, 0.04, 0.1]}
+    assert "held-out 2.70 ± 0.04 (" in format_train("audio", r)
+    assert "±" not in format_train("audio", HISTORY)  # statistics written before the field existed

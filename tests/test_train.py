@@ -211,6 +211,7 @@ def test_the_margin_is_measured_on_the_held_out_videos(setup):
     start = {k: v.clone() for k, v in trunk.state_dict().items()}
     result, _ = train_encoder(trunk, "audio", train, val, targets, schedule, 0, torch.device("cpu"), progress=False)
     assert result.best_epoch == 0 and "by 10 standard errors" in result.stop_reason, result
+    assert len(result.val_loss_se) == len(result.val_loss) and all(0 < se < 1 for se in result.val_loss_se), result
     assert all(torch.equal(start[k], v) for k, v in trunk.state_dict().items())
 
 

@@ -43,6 +43,8 @@ def format_train(modality: str, r: dict[str, Any]) -> str:
     data parallel, why it stopped."""
     loss = f"loss {r['train_loss'][0]:.2f}→{r['train_loss'][-1]:.2f}" if r["train_loss"] else "no epochs"
     val = f" held-out {min(r['val_loss']):.2f}" if r["val_loss"] else ""
+    if r.get("val_loss_se"):  # with the standard error of that best epoch's mean
+        val += f" ± {r['val_loss_se'][r['val_loss'].index(min(r['val_loss']))]:.2f}"
     ranks = f" on {r['processes']} processes" if r.get("processes", 1) > 1 else ""
     return f"{modality} {loss}{val}{ranks} ({r['stop_reason']})"
 

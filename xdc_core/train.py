@@ -157,6 +157,7 @@ class TrainResult:
     best_epoch: int = 0
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
+    val_loss_se: list[float] = field(default_factory=list)  # standard error of each val_loss
     resumed_from: int = 0
     early_stop: str = ""  # whether early stopping was on, and why
 
@@ -384,6 +385,7 @@ class TrainState:
         r.epochs = self.epoch
         if val is not None:
             r.val_loss.append(round(val[0], 5))
+            r.val_loss_se.append(round(val[1], 5))
             r.stop_reason = self.stopper.update(trunk, self.epoch, val[0], val[1], r.val_loss)
         if not r.stop_reason and self.epoch == total_epochs:
             r.stop_reason = f"completed {total_epochs} epochs"
