@@ -61,7 +61,7 @@ def test_with_early_stopping_on_beating_chance_is_keeping_an_epoch():
 
     never = [{**iteration(i, agree), "train": {"audio": kept(0), "video": kept(2)}} for i in (1, 2)]
     [finding] = findings(never, 16)
-    assert "audio encoder" in finding
+    assert "audio encoder" in finding and "best 2.70" in finding and "within noise of chance" in finding
     once = [{**iteration(i, agree), "train": {"audio": kept(i - 1), "video": kept(2)}} for i in (1, 2)]
     assert findings(once, 16) == []
 

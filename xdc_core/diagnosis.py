@@ -77,9 +77,11 @@ def findings(iterations: Sequence[Mapping[str, Any]], k: int) -> list[str]:
         runs = [i["train"][modality] for i in iterations if i.get("train", {}).get(modality, {}).get("val_loss")]
         held_out = [min(r["val_loss"]) for r in runs]
         if len(runs) == len(iterations) and not any(beat_chance(r, chance) for r in runs):
+            # Below ln k yet not beaten: early stopping's margin (train.held_out_margin) judged it noise.
+            noise = "; early stopping judged it within noise of chance and kept no epoch" if min(held_out) < chance else ""
             found.append(
                 f"iteration {it}: in none of the {it} iterations did the {modality} encoder's held-out "
-                f"pseudo-label loss beat chance (best {min(held_out):.2f}, chance ln k = {chance:.2f}): it "
+                f"pseudo-label loss beat chance (best {min(held_out):.2f}, chance ln k = {chance:.2f}{noise}): it "
                 f"memorises its targets and learns nothing that carries to other videos; {WHAT_TO_TRY}")
     return found
 
