@@ -5,6 +5,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import torchaudio
 
 from conftest import frame_indices, make_indexed_video
 from xdc_core.media import MediaFile, probe
@@ -127,3 +128,23 @@ def test_real_clips_folder_is_read_only_safe(tmp_path, real_clips):
         m.video_clip(1.0, 8, 30, 64, 64)
         m.audio(1.0, 2.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("seconds, n_mels, frames", [(1.0, 16, 20), (2.0, 40, 100), (3.0, 80, 20)])
+def test_log_mel_is_the_same_bits_whatever_the_thread_count(seconds, n_mels, frames):
+    # A DataLoader worker computes with one thread and the main process with several; on MKL's
+    # AVX-512 path a float32 mel projection rounded differently with each (1 s, 16 mels did).
+    wave = np.random.default_rng(0).standard_normal(round(seconds * 16000)).astype(np.float32)
+    threads = torch.get_num_threads()
+    try:
+        spectra = []
+        for n in (1, 2, 4):
+            torch.set_num_threads(n)
+            spectra.append(log_mel(wave, 16000, n_mels, frames))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(spectra[0], s) for s in spectra[1:])
+    reference = torchaudio.transforms.MelSpectrogram(
+        16000, n_fft=2 * (len(wave) // frames), hop_length=len(wave) // frames, n_mels=n_mels, power=2.0
+    )(torch.from_numpy(wave))[..., :frames]
+    assert torch.allclose(spectra[0], torch.log(reference + 1e-6).unsqueeze(0), atol=1e-4)

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .dataset import ClipDataset
 
 CACHE_SEED = 20201  # fixed: the cached starts are part of the data, not of a run
+CLIP_FORMAT = 2  # raised whenever the code changes a cached clip's bits, so an older cache is not reused
 
 
 def cache_key(root: Path, data: DataConfig) -> str:
@@ -43,6 +44,7 @@ def cache_key(root: Path, data: DataConfig) -> str:
     every setting that changes a cached clip: a re-decoded or edited dataset gets a new cache."""
     root = Path(root)
     h = hashlib.sha1((root / "index.csv").read_bytes())
+    h.update(f"format {CLIP_FORMAT}".encode())
     for folder in ("video", "audio"):
         for f in sorted((root / folder).iterdir()) if (root / folder).is_dir() else []:
             st = f.stat()

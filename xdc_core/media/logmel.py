@@ -30,5 +30,10 @@ def _mel_transform(rate: int, samples: int, n_mels: int, n_frames: int) -> torch
 def log_mel(samples: np.ndarray | torch.Tensor, rate: int, n_mels: int, n_frames: int) -> torch.Tensor:
     """``log(mel power + 1e-6)`` of a mono window, as float32 ``[1, n_mels, n_frames]``."""
     wave = torch.as_tensor(samples, dtype=torch.float32)
-    mel = _mel_transform(rate, wave.shape[-1], n_mels, n_frames)(wave)
-    return torch.log(mel[..., :n_frames] + 1e-6).unsqueeze(0)
+    transform = _mel_transform(rate, wave.shape[-1], n_mels, n_frames)
+    power = transform.spectrogram(wave)[..., :n_frames]  # [F, P]
+    # The mel projection is a matrix product, and MKL's float32 product rounds differently with
+    # the number of threads (a DataLoader worker has one, the main process several): computed in
+    # float64 and rounded once, the same window gives the same bits however it is read.
+    mel = (transform.mel_scale.fb.double().T @ power.double()).float()
+    return torch.log(mel + 1e-6).unsqueeze(0)
