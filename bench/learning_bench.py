@@ -50,7 +50,7 @@ from xdc_core.config import MODALITIES, Config, load_config
 from xdc_core.dataset import ClipDataset
 from xdc_core.decode import decode_dataset
 from xdc_core.evaluate import paired_bootstrap, probe_encoder
-from xdc_core.diagnosis import AGREEMENT_Z, agreement_z, findings
+from xdc_core.diagnosis import AGREEMENT_Z, agreement_z, findings, returns_trained
 from xdc_core.kmeans import cross_modal_nmi, kmeans, nmi_with_chance
 from xdc_core.layout import RunLayout
 from xdc_core.report import format_train
@@ -59,6 +59,8 @@ from xdc_core.sample_data import SampleSpec, make_sample_dataset
 from xdc_core.steps import embed_step, evaluate_step, init_encoder, load_encoder, train_on_targets
 
 METHODS = ["supervised", "xdc", "sdc", "mdc", "cdc"]
+# What a run's result records of each training run (xdc_core/train.py, TrainResult)
+TRAIN_RECORDED = ("train_loss", "val_loss", "val_loss_se", "best_epoch", "early_stop", "stop_reason")
 SUPERVISED_MARGIN = 0.3  # the calibration: a learnable dataset lets labels beat random init by this much
 
 
@@ -159,15 +161,19 @@ def supervised_run(decoded: Path, out: Path, cfg: Config, labels: np.ndarray, lo
     return {**evaluate_step(decoded, cfg, encoders, progress=False, log=log), "iteration_stats": stats}
 
 
-def probe_curve(decoded: Path, cfg: Config, out: Path, metrics: dict[str, Any], random: dict[str, Any]) -> dict:
-    """Probe top-1 after each iteration (0 = random init; the last one is the run's own evaluation)."""
+def probe_curve(decoded: Path, cfg: Config, out: Path, metrics: dict[str, Any], random: dict[str, Any],
+                final_from: dict[str, int]) -> dict:
+    """Probe top-1 after each iteration (0 = random init; the last one is the run's own evaluation
+    where the run returned that iteration's encoder, ``final_from``)."""
+    last = cfg.cluster.iterations
     curve: dict[str, list[float]] = {m: [random[m]["top1"]] for m in MODALITIES}
-    for it in range(1, cfg.cluster.iterations):
-        for m in MODALITIES:
+    for m in MODALITIES:
+        for it in range(1, last + 1):
+            if it == last and final_from[m] == last:
+                curve[m].append(metrics["probe"][m]["top1"])
+                continue
             trunk = load_encoder(m, cfg, out / f"iter_{it:02d}" / f"{m}_encoder.pt")
             curve[m].append(probe_encoder(decoded, cfg, m, trunk, progress=False)["top1"])
-    for m in MODALITIES:
-        curve[m].append(metrics["probe"][m]["top1"])
     return curve
 
 
@@ -240,6 +246,11 @@ def markdown(table: dict[str, Any], runs: dict[str, list[dict[str, Any]]], seeds
             f"{method} seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}" for method, s in said.items() if s)]
     else:
         lines += ["", "No run told its user it was not learning (xdc_core/diagnosis.py)."]
+    returned = [f"{method} seed {e['seed']} {m}" for method, entries in runs.items() for e in entries
+                for m, it in (e.get("final_from") or {}).items() if it == 0]
+    if returned:
+        lines += ["", "Runs that returned an encoder's random init, none of its iterations having beaten chance by "
+                  "train.learned_margin: " + "; ".join(returned) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -423,17 +434,24 @@ def main() -> int:
             seconds = round(time.perf_counter() - t0, 1)
             # The run's own random-init probe is the same computation as `random` (same seed, same init).
             assert metrics["baseline_random"]["video"]["top1"] == random[-1]["video"]["top1"]
+            # Which iteration's encoder the run returned (0: the random init of an encoder that learned nothing).
+            final_from = {m: mc.cluster.iterations if method == "supervised" or returns_trained(
+                [it["train"][m] for it in metrics["iteration_stats"]], mc.cluster.k, mc.train.learned_margin)
+                else 0 for m in MODALITIES}
             runs[method].append({
                 "seed": seed, "seconds": seconds,
                 "probe": {m: {k: metrics["probe"][m][k] for k in ("top1", "lr", "correct")} for m in MODALITIES},
                 "probe_vs_random": metrics["probe_vs_random"],
                 # Probing every iteration costs a probe per iteration: done for the first seed.
-                "probe_curve": probe_curve(decoded, mc, out, metrics, random[-1]) if seed == args.seeds[0] else None,
+                "probe_curve": probe_curve(decoded, mc, out, metrics, random[-1], final_from)
+                if seed == args.seeds[0] else None,
                 "clusters": [it["clusters"] for it in metrics["iteration_stats"]],
-                "train": [{m: {k: it["train"][m][k] for k in ("train_loss", "val_loss", "stop_reason")}
-                           for m in MODALITIES} for it in metrics["iteration_stats"]],
+                "train": [{m: {k: it["train"][m].get(k) for k in TRAIN_RECORDED} for m in MODALITIES}
+                          for it in metrics["iteration_stats"]],
                 # What the run told its user about whether it learns (xdc_core/diagnosis.py).
-                "findings": findings(metrics["iteration_stats"], mc.cluster.k) if method != "supervised" else [],
+                "findings": findings(metrics["iteration_stats"], mc.cluster.k, mc.train.learned_margin)
+                if method != "supervised" else [],
+                "final_from": final_from,
             })
             print(f"[{method} seed {seed}] probe video {metrics['probe']['video']['top1']:.3f} audio "
                   f"{metrics['probe']['audio']['top1']:.3f} ({seconds:.0f} s)", flush=True)

@@ -20,6 +20,7 @@ from xdc_kfp import DEFAULT_IMAGE
 from .decode import decode
 from .embed import embed
 from .evaluate import evaluate
+from .final_encoder import final_encoder
 from .kmeans import kmeans
 from .merge_decoded import merge_decoded
 from .plan_shards import plan_shards
@@ -38,6 +39,7 @@ class Components:
     embed: BaseComponent
     kmeans: BaseComponent
     train_encoder: BaseComponent
+    final_encoder: BaseComponent
     evaluate: BaseComponent
 
 
@@ -50,5 +52,5 @@ def build_components(image: str = DEFAULT_IMAGE) -> Components:
     return Components(
         settings=wrap(settings), plan_shards=wrap(plan_shards), decode=wrap(decode),
         merge_decoded=wrap(merge_decoded), embed=wrap(embed), kmeans=wrap(kmeans),
-        train_encoder=wrap(train_encoder), evaluate=wrap(evaluate),
+        train_encoder=wrap(train_encoder), final_encoder=wrap(final_encoder), evaluate=wrap(evaluate),
     )

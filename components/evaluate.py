@@ -19,7 +19,8 @@ def evaluate(
     over each encoder (and over the random init of the settings' ``seed``, the baseline).
     ``metrics`` holds the top-1 numbers for the KFP UI; ``report`` the whole result as JSON;
     ``curves`` the learning curves: the cluster statistics of every iteration (the ``history`` in
-    the metadata of the last k-means task's ``clusters``, when given) and the top-1 numbers."""
+    the metadata of the last k-means task's ``clusters``, when given), the encoders' losses (the
+    ``history`` in their metadata) and the top-1 numbers."""
     import json
     import tempfile
     from pathlib import Path
@@ -41,7 +42,12 @@ def evaluate(
     Path(report.path).write_text(json.dumps(results, indent=2) + "\n")
     # KFP stores metadata numbers as floats: the iteration numbers come back as 1.0, 2.0, ...
     history = clusters.metadata.get("history", []) if clusters else []
-    history = [h | {"iteration": int(h["iteration"])} for h in history]
+    # and each encoder's metadata its training runs' losses (an imported checkpoint's: none)
+    trained = {m: {int(t["iteration"]): t for t in e.metadata.get("history", [])}
+               for m, e in (("video", video_encoder), ("audio", audio_encoder))}
+    history = [h | {"iteration": int(h["iteration"]),
+                    "train": {m: runs[int(h["iteration"])] for m, runs in trained.items() if int(h["iteration"]) in runs}}
+               for h in history]
     with tempfile.TemporaryDirectory() as plots:  # the curves every runner draws, from the plot data
         summary = write_evaluation(cfg, results, history, plots=Path(plots))
         png = (Path(plots) / "curves.png").read_bytes()

@@ -69,10 +69,14 @@ def train_encoder(
                 "encoder": Path(previous_encoder.path) if previous_encoder else None, "out": Path(encoder.path),
                 "stats": None, "checkpoints": f"{work}/checkpoints",
             }, Slot.of(iteration, iteration, modality), processes=gpus)
+    # every iteration's losses so far: the final-encoder task judges the run by them, evaluate draws them
+    judged = {key: result.get(key) for key in ("train_loss", "val_loss", "val_loss_se", "best_epoch", "early_stop")}
+    history = [*(previous_encoder.metadata.get("history", []) if previous_encoder else []),
+               {"iteration": iteration, **judged}]
     encoder.metadata.update({
         "modality": modality, "iteration": iteration, "method": cfg.cluster.method, "epochs": result["epochs"],
         "best_epoch": result["best_epoch"], "stop_reason": result["stop_reason"],
         "resumed_from_epoch": result["resumed_from"], "gpus": gpus * nodes,
-        "train_loss": result["train_loss"], "val_loss": result["val_loss"],
+        "train_loss": result["train_loss"], "val_loss": result["val_loss"], "history": history,
         "framework": "pytorch", "architecture": cfg.model.video_arch if modality == "video" else "resnet18 (1-channel)",
     })

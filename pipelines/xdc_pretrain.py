@@ -1,6 +1,6 @@
 """The XDC pretraining pipeline:
 
-    settings → decode (sharded) → [embed ∥ embed → k-means → train ∥ train] × N → evaluate
+    settings → decode (sharded) → [embed ∥ embed → k-means → train ∥ train] × N → final ∥ final → evaluate
 
 KFP v2 has no sequential loop over artifacts, so the clustering iterations are unrolled when the
 pipeline is compiled (``xdc pipeline compile --iterations N``); N is in the pipeline's name. The
@@ -24,7 +24,7 @@ from xdc_kfp.placement import Placement
 from xdc_kfp.run_parameters import RUN_PARAMETERS, SAMPLE_BUDGET_CLIPS, SCALE_PARAMETERS
 
 from .decode_fanout import build_decode_pipeline
-from .scheduling import anywhere, on_gpu, with_object_store
+from .scheduling import anywhere, on_cpu, on_gpu, with_object_store
 
 PIPELINE_NAME = "xdc-pretrain"
 
@@ -129,6 +129,11 @@ def build_pretrain_pipeline(
                 on_gpu(with_object_store(train, place), place, gpus=gpus_per_node).set_display_name(
                     f"iter {it}: train {m} encoder")
                 encoders[m] = train.outputs["encoder"]
+
+        for m in MODALITIES:  # the last iteration's encoder, or the random init of one that learned nothing
+            final = c.final_encoder(trained=encoders[m], modality=m, settings=merged)
+            on_cpu(final, place, cpu="1").set_display_name(f"final {m} encoder")
+            encoders[m] = final.outputs["encoder"]
 
         with dsl.If(run_evaluation == True, name="run-evaluation"):  # noqa: E712 (a pipeline condition, not Python)
             # the last clusters carry every iteration's statistics: the evaluate task draws the curves

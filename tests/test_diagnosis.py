@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from xdc_core.diagnosis import AGREEMENT_Z, agreement_z, findings
+from xdc_core.diagnosis import AGREEMENT_Z, agreement_z, beat_chance, findings, returns_trained
 from xdc_core.kmeans import cross_modal_nmi
 
 
@@ -61,16 +61,44 @@ def test_with_early_stopping_on_beating_chance_is_keeping_an_epoch():
 
     never = [{**iteration(i, agree), "train": {"audio": kept(0), "video": kept(2)}} for i in (1, 2)]
     [finding] = findings(never, 16)
-    assert "audio encoder" in finding and "best 2.70" in finding and "within noise of chance" in finding
+    assert "audio encoder" in finding and "best 2.70" in finding and "returns the random-init audio encoder" in finding
     once = [{**iteration(i, agree), "train": {"audio": kept(i - 1), "video": kept(2)}} for i in (1, 2)]
     assert findings(once, 16) == []
+
+
+def judged_run(val_loss, val_loss_se, best_epoch):
+    return {"val_loss": val_loss, "val_loss_se": val_loss_se, "best_epoch": best_epoch,
+            "early_stop": "early stop on: 100 held-out videos"}
+
+
+def test_a_run_returns_an_encoder_only_if_one_iteration_beat_chance_by_the_margin():
+    """The embedded sample data's shape: the first iteration's kept epoch beats ln 16 = 2.77 by about
+    1 standard error, the second by more than 2. Judged on the whole run, the encoder is returned;
+    an encoder whose kept epochs all stay within 2 errors of chance is not."""
+    noise = judged_run([2.80, 2.74, 2.78], [0.03, 0.03, 0.03], 2)  # 2.74 + 2 x 0.03 > 2.77
+    learned = judged_run([2.75, 2.60, 2.65], [0.03, 0.04, 0.04], 2)  # 2.60 + 2 x 0.04 < 2.77
+    assert not beat_chance(noise, math.log(16), 2.0) and beat_chance(noise, math.log(16), 0.0)
+    assert beat_chance(learned, math.log(16), 2.0)
+    assert returns_trained([noise, learned], 16, 2.0) and returns_trained([learned, noise], 16, 2.0)
+    assert not returns_trained([noise, noise], 16, 2.0)
+    assert returns_trained([noise, noise], 16, None)  # the check switched off
+    # Early stopping judges the epoch it kept: a low loss it did not keep does not count, nor do
+    # the starting weights (epoch 0).
+    assert not beat_chance(judged_run([2.50, 2.80], [0.03, 0.03], 2), math.log(16), 2.0)
+    assert not returns_trained([judged_run([2.70, 2.80], [0.01, 0.01], 0)], 16, 2.0)
+    # No early stopping (a held-out slice too small to trust): no judgement, the trained encoder.
+    small = {"val_loss": [3.1, 3.2], "val_loss_se": [0.2, 0.2], "early_stop": "early stop off: 4 held-out videos < 100"}
+    assert returns_trained([small, small], 16, 2.0)
+    assert returns_trained([], 16, 2.0)
 
 
 @pytest.mark.integration
 def test_a_run_on_data_whose_modalities_share_nothing_says_it_is_not_learning(tmp_path):
     """Through the run loop: videos whose picture and sound carry no class (signals at 0) share
     nothing across modalities, so after training the clusters agree at chance. The log warns in
-    words, and metrics.json records it."""
+    words, and metrics.json records it. With early stopping on (forced: 8 held-out videos, too few
+    to judge fairly, hence a margin of 10 standard errors that no encoder here reaches), the run
+    returns the random init as its final encoders and says why."""
     import json
 
     from conftest import TINY_SETTINGS
@@ -82,9 +110,14 @@ def test_a_run_on_data_whose_modalities_share_nothing_says_it_is_not_learning(tm
     manifest = make_sample_dataset(tmp_path / "data", SampleSpec(videos=40, classes=4, seconds=2.5,
                                                                  video_signal=0.0, audio_signal=0.0))
     lines: list[str] = []
-    settings = TINY_SETTINGS | {"cluster": {"k": 4, "iterations": 2}}
+    settings = TINY_SETTINGS | {"cluster": {"k": 4, "iterations": 2},
+                                "train": TINY_SETTINGS["train"] | {"early_stop": True, "learned_margin": 10.0}}
     run(manifest, tmp_path / "run", build_config(settings), evaluate=False, progress=False, log=lines.append)
     warnings = [line for line in lines if line.startswith("warning: iteration 2")]
     assert any("agree no more than chance" in w for w in warnings), lines
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["learning_findings"] == len(warnings) and "what to try" in metrics["findings"]
+    for m in ("video", "audio"):
+        assert any(line.startswith(f"warning: the final {m} encoder is the random init") for line in lines), lines
+        assert (tmp_path / "run" / f"{m}_encoder.pt").read_bytes() == \
+            (tmp_path / "run" / "iter_00" / f"{m}_encoder.pt").read_bytes()

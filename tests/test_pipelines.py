@@ -63,7 +63,8 @@ DECODE = "decode"  # the sharded decode: its output is the one decoded dataset
 def test_compiled_pipeline_has_each_iterations_tasks_and_dependencies(tmp_path):
     spec, _ = _compile(tmp_path, iterations=2)
     tasks = _tasks_by_display_name(spec)
-    expected = {"settings", *DAGS, "plan decode shards", "decode shard", "merge decoded", "evaluate"} | {
+    expected = {"settings", *DAGS, "plan decode shards", "decode shard", "merge decoded", "evaluate",
+                "final video encoder", "final audio encoder"} | {
         f"iter {i}: {step}" for i in (1, 2)
         for step in ("embed video", "embed audio", "k-means", "train video encoder", "train audio encoder")
     }
@@ -90,10 +91,12 @@ def test_compiled_pipeline_has_each_iterations_tasks_and_dependencies(tmp_path):
     assert deps("iter 1: k-means") == {merged, key[DECODE], key["iter 1: embed video"], key["iter 1: embed audio"]}
     assert deps("iter 2: k-means") == {merged, key[DECODE], key["iter 2: embed video"], key["iter 2: embed audio"],
                                        key["iter 1: k-means"]}
+    # the final encoders: the last iteration's, judged by the held-out losses in their metadata
+    for m in ("video", "audio"):
+        assert deps(f"final {m} encoder") == {merged, key[f"iter 2: train {m} encoder"]}
     # evaluate sits inside the run_evaluation condition, which receives the final encoders and the
     # last clusters (their metadata holds every iteration's statistics, for the learning curves)
-    final = {merged, key[DECODE], key["iter 2: train video encoder"], key["iter 2: train audio encoder"],
-             key["iter 2: k-means"]}
+    final = {merged, key[DECODE], key["final video encoder"], key["final audio encoder"], key["iter 2: k-means"]}
     assert deps("run-evaluation") >= final
     for name, t in tasks.items():
         # run-evaluation and the tasks in a group: through the group's input
@@ -154,6 +157,10 @@ def test_only_gpu_tasks_ask_for_a_gpu_and_carry_its_placement(tmp_path):
                 ("accesskey", "XDC_S3_ACCESS_KEY"), ("secretkey", "XDC_S3_SECRET_KEY")}
             env = {e["name"]: e["value"] for e in container["env"]}
             assert env["XDC_S3_ENDPOINT"] == "minio-service.kubeflow:9000"
+            continue
+        if name.startswith("final "):  # copies or re-creates one encoder: a CPU node, one core
+            assert gpu is None and "tolerations" not in k8s[exe] and "secretAsEnv" not in k8s[exe]
+            assert container["resources"]["resourceCpuRequest"] == "1"
             continue
         # only the train tasks reach the object store: their resumable checkpoints go there
         assert ("secretAsEnv" in k8s[exe]) == ("train" in name), name
@@ -405,13 +412,14 @@ def test_run_local_matches_xdc_run(tiny_sample, tiny_config_file, tmp_path):
     assert [f"XDC clusters, iteration {it}" in page for it, page in enumerate(galleries, 1)] == [True, True]
     curves_page = Path(tasks["evaluate"]["curves"]["uri"]).read_text()
     png = base64.b64decode(curves_page.split("data:image/png;base64,", 1)[1].split("'", 1)[0])
-    # the history of both k-means tasks reached evaluate: cluster panels above the probe's (2 rows, not 1)
-    assert Image.open(io.BytesIO(png)).size == (960, 640)
+    # the history of both k-means tasks and of the train tasks reached evaluate: cluster panels and
+    # the pseudo-label loss above the probe's (3 rows, as `xdc run` draws them; 1 without the history)
+    assert Image.open(io.BytesIO(png)).size == (960, 960)
     cfg = load_config(tiny_config_file, {"cluster.k": 2, "seed": 1})
     expected = run(tiny_sample, tmp_path / "run", cfg, progress=False, log=lambda _: None)
 
     final = {a["metadata"]["modality"]: a["uri"] for out in tasks.values() for name, a in out.items()
-             if name == "encoder" and a["metadata"]["iteration"] == 2}
+             if name == "encoder" and a["metadata"].get("final")}
     assert set(final) == {"video", "audio"} and all(f"{m} encoder: {uri}" in r.stdout for m, uri in final.items())
     for m, uri in final.items():
         ours = torch.load(uri, weights_only=True)
@@ -432,7 +440,7 @@ def test_run_local_matches_xdc_run(tiny_sample, tiny_config_file, tmp_path):
     again = xdc("pipeline", "run-local", "--data", str(tiny_sample), "--config", str(tiny_config_file),
                 "--iterations", "2", "--k", "2", "--seed", "1", "--out", str(tmp_path / "kfp"))
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "kfp.local reused 15 finished tasks from its cache" in again.stdout, again.stdout[-3000:]
+    assert "kfp.local reused 17 finished tasks from its cache" in again.stdout, again.stdout[-3000:]
     assert "Executing task" not in again.stdout, again.stdout[-3000:]
     table = r.stdout.split("kfp.local run: ")[0].strip().splitlines()[-6:]
     assert all(line in again.stdout for line in table), (table, again.stdout[-2000:])
@@ -474,6 +482,42 @@ def test_component_names_itself_and_the_bad_input(tiny_decoded, tmp_path, capfd)
     err = capfd.readouterr()
     assert "embed (audio, iteration 1): bad input artifact 'decoded'" in err.out + err.err
     assert "index.csv is missing" in err.out + err.err
+
+
+@pytest.mark.integration  # kfp.local or an `xdc` subprocess
+def test_final_encoder_task_returns_the_random_init_of_an_encoder_that_learned_nothing(tmp_path):
+    """The final-encoder task judges the run by the held-out losses that come with the last
+    trained encoder (its metadata's history, as the train tasks chain it): the trained encoder
+    where one iteration beat chance (ln 3 = 1.10) by train.learned_margin standard errors, else
+    the random init of the settings' seed, as `xdc run` decides."""
+    from xdc_core.steps import init_encoder, save_encoder
+
+    cfg = build_config(TINY_SETTINGS | {"seed": 3})
+    trained = tmp_path / "trained.pt"
+    save_encoder(init_encoder("audio", build_config(TINY_SETTINGS | {"seed": 9})), trained)  # not seed 3's init
+
+    def history(best):  # two iterations with early stopping on, each keeping epoch 1
+        return [{"iteration": i, "val_loss": [best], "val_loss_se": [0.05], "best_epoch": 1,
+                 "early_stop": "early stop on: 100 held-out videos"} for i in (1, 2)]
+
+    c = build_components()
+
+    @dsl.pipeline(name="final-encoders")
+    def final_encoders() -> None:
+        for name, best in (("learned", 0.9), ("noise", 1.05)):  # 1.05 + 2 x 0.05 > ln 3
+            imported = dsl.importer(artifact_uri=str(trained), artifact_class=dsl.Model,
+                                    metadata={"iteration": 2, "modality": "audio", "history": history(best)})
+            c.final_encoder(trained=imported.output, modality="audio",
+                            settings=json.dumps(cfg.model_dump(mode="json"))).set_display_name(name)
+
+    _local(tmp_path)
+    final_encoders()
+    [run_dir] = (tmp_path / "root").glob("final-encoders-*")
+    finals = [out["encoder"] for out in task_outputs(run_dir).values() if "encoder" in out]
+    by_source = {int(a["metadata"]["from_iteration"]): torch.load(a["uri"], weights_only=True) for a in finals}
+    assert sorted(by_source) == [0, 2] and all(a["metadata"]["final"] for a in finals)
+    assert all(torch.equal(by_source[2][k], v) for k, v in torch.load(trained, weights_only=True).items())
+    assert all(torch.equal(by_source[0][k], v) for k, v in init_encoder("audio", cfg).state_dict().items())
 
 
 @pytest.mark.integration  # kfp.local or an `xdc` subprocess

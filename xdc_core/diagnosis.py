@@ -7,9 +7,15 @@ run every iteration at chance and evaluate below random init; two measurements s
 * after training, the video and the audio clusters still agree no more than chance (their NMI
   within the spread of the NMI after shuffling): the targets carry nothing the other modality can
   predict;
-* an encoder's held-out pseudo-label loss has not beaten chance (ln k) in any iteration: it
-  memorises its targets. Where early stopping was on, "beaten" is its own judgement (an epoch kept,
-  by ``train.held_out_margin`` standard errors below ln k).
+* an encoder's held-out pseudo-label loss has not beaten chance (ln k) by ``train.learned_margin``
+  standard errors in any iteration: it memorises its targets. Where early stopping was on, the
+  epoch it kept is the one judged.
+
+The second sign also decides what the run returns (:func:`returns_trained`): where early stopping
+was on (a held-out slice large enough to trust) and no iteration beat chance so, the run's final
+encoder of that modality is its random init, not the last iteration's. The test is on the whole
+run, not per epoch: where XDC learns, its first iteration's epochs beat chance by only 1 to 2
+standard errors, and they are what the later iterations bootstrap from (docs/benchmarks.md).
 
 Both are judged from the second iteration on. Random-init clusters follow the nuisances: on the
 embedded sample data, where XDC learns, their video-audio agreement is within 2 deviations of
@@ -40,6 +46,11 @@ WHAT_TO_TRY = (
     "`python bench/learning_bench.py --data MANIFEST --calibrate-only` (docs/benchmarks.md)"
 )
 
+# Said where a run returns an encoder's random init (xdc run's log, the KFP final-encoder task).
+RANDOM_INIT_WHY = (
+    "in none of the iterations did its held-out pseudo-label loss beat chance by train.learned_margin standard "
+    "errors, so what it learned is not shown to carry to other videos and the run returns what it started from")
+
 
 def agreement_z(cross_modal: Mapping[str, float]) -> float | None:
     """How far the video-audio NMI is above its chance level, in shuffle standard deviations
@@ -50,11 +61,12 @@ def agreement_z(cross_modal: Mapping[str, float]) -> float | None:
     return (cross_modal["nmi"] - cross_modal["nmi_chance"]) / max(float(std), 1e-6)
 
 
-def findings(iterations: Sequence[Mapping[str, Any]], k: int) -> list[str]:
+def findings(iterations: Sequence[Mapping[str, Any]], k: int, margin: float | None = 0.0) -> list[str]:
     """The reasons to believe the run is not learning, as of the last of ``iterations`` (each as
     :meth:`RunLayout.iteration_stats` gives it: ``clusters`` with ``cross_modal``, and ``train`` per
     modality with its held-out ``val_loss`` per epoch; a KFP run's history has the clusters only),
-    each with what to try. ``k``: clusters per clustering (chance loss is ln k).
+    each with what to try. ``k``: clusters per clustering (chance loss is ln k); ``margin``:
+    ``train.learned_margin``.
 
     Both signs are judged from the second iteration on: random-init clusters follow the nuisances
     and one encoder often learns nothing in the first iteration even where XDC works (the audio
@@ -73,22 +85,51 @@ def findings(iterations: Sequence[Mapping[str, Any]], k: int) -> list[str]:
             f"training: the targets carry nothing the other modality can predict, so XDC is not bootstrapping; "
             f"{WHAT_TO_TRY}")
     chance = math.log(k)
+    margin = margin or 0.0
     for modality in last.get("train", {}):
         runs = [i["train"][modality] for i in iterations if i.get("train", {}).get(modality, {}).get("val_loss")]
-        held_out = [min(r["val_loss"]) for r in runs]
-        if len(runs) == len(iterations) and not any(beat_chance(r, chance) for r in runs):
-            # Below ln k yet not beaten: early stopping's margin (train.held_out_margin) judged it noise.
-            noise = "; early stopping judged it within noise of chance and kept no epoch" if min(held_out) < chance else ""
-            found.append(
-                f"iteration {it}: in none of the {it} iterations did the {modality} encoder's held-out "
-                f"pseudo-label loss beat chance (best {min(held_out):.2f}, chance ln k = {chance:.2f}{noise}): it "
-                f"memorises its targets and learns nothing that carries to other videos; {WHAT_TO_TRY}")
+        if len(runs) < len(iterations) or any(beat_chance(r, chance, margin) for r in runs):
+            continue
+        best = min(runs, key=lambda r: min(r["val_loss"]))
+        by = f" by {margin:g} standard errors" if margin else ""
+        returns = (f"; a run that ends so returns the random-init {modality} encoder (train.learned_margin)"
+                   if all(judged(r) for r in runs) else "")
+        found.append(
+            f"iteration {it}: in none of the {it} iterations did the {modality} encoder's held-out pseudo-label loss "
+            f"beat chance{by} (best {held_out(best)}, chance ln k = {chance:.2f}): it memorises its targets and "
+            f"learns nothing that carries to other videos{returns}; {WHAT_TO_TRY}")
     return found
 
 
-def beat_chance(train: Mapping[str, Any], chance: float) -> bool:
-    """Whether one training run's held-out pseudo-label loss beat chance: where early stopping was on,
-    whether it kept an epoch (its test includes the margin); otherwise any epoch below ln k."""
-    if str(train.get("early_stop", "")).startswith("early stop on"):
-        return int(train.get("best_epoch", 0)) > 0
-    return min(train["val_loss"]) < chance
+def judged(train: Mapping[str, Any]) -> bool:
+    """Whether one training run had early stopping on: a held-out slice large enough to judge by."""
+    return str(train.get("early_stop", "")).startswith("early stop on")
+
+
+def beat_chance(train: Mapping[str, Any], chance: float, margin: float = 0.0) -> bool:
+    """Whether one training run's held-out pseudo-label loss beat chance by ``margin`` standard
+    errors: where early stopping was on, the epoch it kept (none kept: no); otherwise any epoch."""
+    losses = train["val_loss"]
+    errors = train.get("val_loss_se") or [0.0] * len(losses)  # statistics that predate the errors
+    if judged(train):
+        kept = int(train.get("best_epoch", 0))  # 0: the starting weights
+        epochs: Sequence[int] = [kept - 1] if kept > 0 else []
+    else:
+        epochs = range(len(losses))
+    return any(losses[e] + margin * errors[e] < chance for e in epochs)
+
+
+def returns_trained(runs: Sequence[Mapping[str, Any]], k: int, margin: float | None) -> bool:
+    """Whether a run returns its last iteration's encoder of one modality, given that encoder's
+    training runs of every iteration: unless early stopping judged them (:func:`judged`) and none
+    beat chance (ln ``k``) by ``margin`` standard errors. ``margin`` None: always."""
+    if margin is None or not runs or not all(judged(r) and r.get("val_loss") for r in runs):
+        return True
+    return any(beat_chance(r, math.log(k), margin) for r in runs)
+
+
+def held_out(train: Mapping[str, Any]) -> str:
+    """A run's best held-out loss, with its standard error where recorded: "2.70 ± 0.03"."""
+    best = min(range(len(train["val_loss"])), key=train["val_loss"].__getitem__)
+    se = train.get("val_loss_se") or []
+    return f"{train['val_loss'][best]:.2f}" + (f" ± {se[best]:.2f}" if len(se) > best else "")

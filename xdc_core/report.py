@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .diagnosis import held_out
 from .layout import CROSS_MODAL
 
 
@@ -42,9 +43,7 @@ def format_train(modality: str, r: dict[str, Any]) -> str:
     """One encoder's training: first and last epoch's loss, best held-out loss, the processes when
     data parallel, why it stopped."""
     loss = f"loss {r['train_loss'][0]:.2f}→{r['train_loss'][-1]:.2f}" if r["train_loss"] else "no epochs"
-    val = f" held-out {min(r['val_loss']):.2f}" if r["val_loss"] else ""
-    if r.get("val_loss_se"):  # with the standard error of that best epoch's mean
-        val += f" ± {r['val_loss_se'][r['val_loss'].index(min(r['val_loss']))]:.2f}"
+    val = f" held-out {held_out(r)}" if r["val_loss"] else ""
     ranks = f" on {r['processes']} processes" if r.get("processes", 1) > 1 else ""
     return f"{modality} {loss}{val}{ranks} ({r['stop_reason']})"
 

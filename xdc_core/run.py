@@ -22,7 +22,7 @@ import yaml
 from . import store
 from .config import MODALITIES, Config
 from .device import resolve_device
-from .diagnosis import findings
+from .diagnosis import RANDOM_INIT_WHY, findings, returns_trained
 from .errors import RunError
 from .layout import RunLayout
 from .run_lock import run_lock
@@ -168,7 +168,8 @@ def pretrain(root: Path, layout: RunLayout, cfg: Config, progress: bool = False,
              publish: Publish | None = None, processes: int = 1) -> None:
     """The loop between decoding and evaluation, on the decoded dataset ``root``, into ``layout``:
     the random init (iteration 0), ``cluster.iterations`` iterations of embed × 2 → k-means → train
-    × 2 (a finished iteration is kept), then the last iteration's encoders as the final ones."""
+    × 2 (a finished iteration is kept), then the last iteration's encoders as the final ones, or the
+    random init of an encoder that learned nothing (:func:`~xdc_core.diagnosis.returns_trained`)."""
     publish = publish or (lambda path: None)
     if not all(layout.encoder(0, m).is_file() for m in MODALITIES):  # iteration 0: the random init, as files
         call(INIT, cfg, INIT.paths(layout, Slot()))
@@ -193,12 +194,17 @@ def pretrain(root: Path, layout: RunLayout, cfg: Config, progress: bool = False,
         for path in [p for p in outputs if p not in layout.stats_files(it)] + layout.stats_files(it):
             publish(path)  # the statistics last: they mark the iteration done
         log(" | ".join([f"{head} k={cfg.cluster.k}", *parts, f"{time.perf_counter() - t0:.1f} s"]))
-        for finding in findings([layout.iteration_stats(i) for i in range(1, it + 1)], cfg.cluster.k):
+        for finding in findings([layout.iteration_stats(i) for i in range(1, it + 1)], cfg.cluster.k,
+                                cfg.train.learned_margin):
             log(f"warning: {finding}")
-    
+
+    trained = [layout.iteration_stats(i)["train"] for i in range(1, last + 1)]
     for m in MODALITIES:
+        source = last if returns_trained([t[m] for t in trained], cfg.cluster.k, cfg.train.learned_margin) else 0
+        if not source:
+            log(f"warning: the final {m} encoder is the random init ({layout.encoder(0, m)}): {RANDOM_INIT_WHY}")
         # through the one atomic writer: a full disk never leaves a truncated encoder under its final name
-        with open(layout.encoder(last, m), "rb") as fin, atomic_write(layout.final_encoder(m)) as fout:
+        with open(layout.encoder(source, m), "rb") as fin, atomic_write(layout.final_encoder(m)) as fout:
             shutil.copyfileobj(fin, fout, store.CHUNK)
         publish(layout.final_encoder(m))
 

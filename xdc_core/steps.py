@@ -403,7 +403,7 @@ def write_evaluation(cfg: Config, results: dict[str, Any] | None, iterations: li
 
     summary = metrics_summary(cfg, results or {})
     # The signs that the run is not learning (xdc_core/diagnosis.py), in words for the reader.
-    found = findings(iterations, cfg.cluster.k)
+    found = findings(iterations, cfg.cluster.k, cfg.train.learned_margin)
     summary["learning_findings"] = len(found)
     if found:
         summary["findings"] = " | ".join(found)

@@ -217,7 +217,7 @@ def run_local(
         a["metadata"]["modality"]: a["uri"]
         for outputs in tasks.values()
         for name, a in outputs.items()
-        if name == "encoder" and a["metadata"].get("iteration") == iterations
+        if name == "encoder" and a["metadata"].get("final")
     }
     report_uri = tasks.get("evaluate", {}).get("report", {}).get("uri")
     return {
