@@ -98,7 +98,7 @@ def test_a_run_on_data_whose_modalities_share_nothing_says_it_is_not_learning(tm
     nothing across modalities, so after training the clusters agree at chance. The log warns in
     words, and metrics.json records it. With early stopping on (forced: 8 held-out videos, too few
     to judge fairly, hence a margin of 10 standard errors that no encoder here reaches), the run
-    returns the random init as its final encoders and says why."""
+    returns the random init as its final encoders, says why, and evaluates them."""
     import json
 
     from conftest import TINY_SETTINGS
@@ -112,7 +112,7 @@ def test_a_run_on_data_whose_modalities_share_nothing_says_it_is_not_learning(tm
     lines: list[str] = []
     settings = TINY_SETTINGS | {"cluster": {"k": 4, "iterations": 2},
                                 "train": TINY_SETTINGS["train"] | {"early_stop": True, "learned_margin": 10.0}}
-    run(manifest, tmp_path / "run", build_config(settings), evaluate=False, progress=False, log=lines.append)
+    results = run(manifest, tmp_path / "run", build_config(settings), progress=False, log=lines.append)
     warnings = [line for line in lines if line.startswith("warning: iteration 2")]
     assert any("agree no more than chance" in w for w in warnings), lines
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -121,3 +121,5 @@ def test_a_run_on_data_whose_modalities_share_nothing_says_it_is_not_learning(tm
         assert any(line.startswith(f"warning: the final {m} encoder is the random init") for line in lines), lines
         assert (tmp_path / "run" / f"{m}_encoder.pt").read_bytes() == \
             (tmp_path / "run" / "iter_00" / f"{m}_encoder.pt").read_bytes()
+        # what is evaluated is what the run returns: the random init, scored exactly as the baseline
+        assert results["probe"][m]["correct"] == results["baseline_random"][m]["correct"]

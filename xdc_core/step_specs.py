@@ -252,7 +252,8 @@ EVALUATE = StepSpec(
     inputs=(
         Port("data", DATA.where, "decoded dataset folder (labelled train/test splits)", folder=True,
              component="decoded"),
-        *(Port(f"{m}_encoder", functools.partial(lambda m, L, s: L.encoder(s.last, m), m), f"{m} encoder (.pt)")
+        # the run's final encoders: the last iteration's, or the random init of one that learned nothing
+        *(Port(f"{m}_encoder", functools.partial(lambda m, L, s: L.final_encoder(m), m), f"{m} encoder (.pt)")
           for m in MODALITIES),
         Port("run", lambda L, s: L.root, "run folder whose iter_01..iter_NN (N = cluster.iterations) hold the "
              "statistics", folder=True, optional=True, component="clusters"),
