@@ -49,8 +49,8 @@ import yaml
 from xdc_core.config import MODALITIES, Config, load_config
 from xdc_core.dataset import ClipDataset
 from xdc_core.decode import decode_dataset
+from xdc_core.diagnosis import AGREEMENT_Z, JUDGED_STATISTICS, agreement_z, final_iteration, findings
 from xdc_core.evaluate import paired_bootstrap, probe_encoder
-from xdc_core.diagnosis import AGREEMENT_Z, agreement_z, findings, returns_trained
 from xdc_core.kmeans import cross_modal_nmi, kmeans, nmi_with_chance
 from xdc_core.layout import RunLayout
 from xdc_core.report import format_train
@@ -59,8 +59,6 @@ from xdc_core.sample_data import SampleSpec, make_sample_dataset
 from xdc_core.steps import embed_step, evaluate_step, init_encoder, load_encoder, train_on_targets
 
 METHODS = ["supervised", "xdc", "sdc", "mdc", "cdc"]
-# What a run's result records of each training run (xdc_core/train.py, TrainResult)
-TRAIN_RECORDED = ("train_loss", "val_loss", "val_loss_se", "best_epoch", "early_stop", "stop_reason")
 SUPERVISED_MARGIN = 0.3  # the calibration: a learnable dataset lets labels beat random init by this much
 
 
@@ -435,9 +433,8 @@ def main() -> int:
             # The run's own random-init probe is the same computation as `random` (same seed, same init).
             assert metrics["baseline_random"]["video"]["top1"] == random[-1]["video"]["top1"]
             # Which iteration's encoder the run returned (0: the random init of an encoder that learned nothing).
-            final_from = {m: mc.cluster.iterations if method == "supervised" or returns_trained(
-                [it["train"][m] for it in metrics["iteration_stats"]], mc.cluster.k, mc.train.learned_margin)
-                else 0 for m in MODALITIES}
+            final_from = {m: mc.cluster.iterations if method == "supervised" else final_iteration(
+                [it["train"][m] for it in metrics["iteration_stats"]], mc) for m in MODALITIES}
             runs[method].append({
                 "seed": seed, "seconds": seconds,
                 "probe": {m: {k: metrics["probe"][m][k] for k in ("top1", "lr", "correct")} for m in MODALITIES},
@@ -446,7 +443,7 @@ def main() -> int:
                 "probe_curve": probe_curve(decoded, mc, out, metrics, random[-1], final_from)
                 if seed == args.seeds[0] else None,
                 "clusters": [it["clusters"] for it in metrics["iteration_stats"]],
-                "train": [{m: {k: it["train"][m].get(k) for k in TRAIN_RECORDED} for m in MODALITIES}
+                "train": [{m: {k: it["train"][m].get(k) for k in JUDGED_STATISTICS} for m in MODALITIES}
                           for it in metrics["iteration_stats"]],
                 # What the run told its user about whether it learns (xdc_core/diagnosis.py).
                 "findings": findings(metrics["iteration_stats"], mc.cluster.k, mc.train.learned_margin)

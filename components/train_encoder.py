@@ -36,6 +36,7 @@ def train_encoder(
 
     from xdc_core import metrics, store
     from xdc_core.config import parse_config
+    from xdc_core.diagnosis import JUDGED_STATISTICS
     from xdc_core.errors import ConfigError
     from xdc_core.metrics import exported
     from xdc_core.step_specs import TRAIN, Slot, call
@@ -70,7 +71,7 @@ def train_encoder(
                 "stats": None, "checkpoints": f"{work}/checkpoints",
             }, Slot.of(iteration, iteration, modality), processes=gpus)
     # every iteration's losses so far: the final-encoder task judges the run by them, evaluate draws them
-    judged = {key: result.get(key) for key in ("train_loss", "val_loss", "val_loss_se", "best_epoch", "early_stop")}
+    judged = {key: result.get(key) for key in JUDGED_STATISTICS}
     history = [*(previous_encoder.metadata.get("history", []) if previous_encoder else []),
                {"iteration": iteration, **judged}]
     encoder.metadata.update({

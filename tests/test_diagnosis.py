@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from xdc_core.diagnosis import AGREEMENT_Z, agreement_z, beat_chance, findings, returns_trained
+from xdc_core.config import load_config
+from xdc_core.diagnosis import AGREEMENT_Z, agreement_z, beat_chance, final_iteration, findings, returns_trained
 from xdc_core.kmeans import cross_modal_nmi
 
 
@@ -90,6 +91,9 @@ def test_a_run_returns_an_encoder_only_if_one_iteration_beat_chance_by_the_margi
     small = {"val_loss": [3.1, 3.2], "val_loss_se": [0.2, 0.2], "early_stop": "early stop off: 4 held-out videos < 100"}
     assert returns_trained([small, small], 16, 2.0)
     assert returns_trained([], 16, 2.0)
+    # What the run returns, by iteration: the last one's encoder, or 0, the random init.
+    cfg = load_config(None, {"cluster.k": 16, "cluster.iterations": 2})
+    assert final_iteration([noise, learned], cfg) == 2 and final_iteration([noise, noise], cfg) == 0
 
 
 @pytest.mark.integration

@@ -31,7 +31,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import Config
 
 # Agreement counts as above chance when the NMI is this many standard deviations of the shuffled
 # NMIs above their mean: with 10 shuffles, 3 raised 2 false alarms in 200 pairs of independent
@@ -45,6 +48,10 @@ WHAT_TO_TRY = (
     "longer clips (data.clip_frames, data.audio_seconds); measure the data first with "
     "`python bench/learning_bench.py --data MANIFEST --calibrate-only` (docs/benchmarks.md)"
 )
+
+# What of one training run the findings and the run's decision read: chained from iteration to
+# iteration by the KFP train tasks (the final-encoder task judges by them), kept by the benchmark.
+JUDGED_STATISTICS = ("train_loss", "val_loss", "val_loss_se", "best_epoch", "early_stop", "stop_reason")
 
 # Said where a run returns an encoder's random init (xdc run's log, the KFP final-encoder task).
 RANDOM_INIT_WHY = (
@@ -126,6 +133,13 @@ def returns_trained(runs: Sequence[Mapping[str, Any]], k: int, margin: float | N
     if margin is None or not runs or not all(judged(r) and r.get("val_loss") for r in runs):
         return True
     return any(beat_chance(r, math.log(k), margin) for r in runs)
+
+
+def final_iteration(runs: Sequence[Mapping[str, Any]], cfg: Config) -> int:
+    """The iteration whose encoder of one modality a run returns, given that encoder's training
+    runs of every iteration: the last (``cluster.iterations``), or 0, its random init, where
+    :func:`returns_trained` says it learned nothing."""
+    return cfg.cluster.iterations if returns_trained(runs, cfg.cluster.k, cfg.train.learned_margin) else 0
 
 
 def held_out(train: Mapping[str, Any]) -> str:

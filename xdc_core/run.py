@@ -22,7 +22,7 @@ import yaml
 from . import store
 from .config import MODALITIES, Config
 from .device import resolve_device
-from .diagnosis import RANDOM_INIT_WHY, findings, returns_trained
+from .diagnosis import RANDOM_INIT_WHY, final_iteration, findings
 from .errors import RunError
 from .layout import RunLayout
 from .run_lock import run_lock
@@ -169,7 +169,7 @@ def pretrain(root: Path, layout: RunLayout, cfg: Config, progress: bool = False,
     """The loop between decoding and evaluation, on the decoded dataset ``root``, into ``layout``:
     the random init (iteration 0), ``cluster.iterations`` iterations of embed × 2 → k-means → train
     × 2 (a finished iteration is kept), then the last iteration's encoders as the final ones, or the
-    random init of an encoder that learned nothing (:func:`~xdc_core.diagnosis.returns_trained`)."""
+    random init of an encoder that learned nothing (:func:`~xdc_core.diagnosis.final_iteration`)."""
     publish = publish or (lambda path: None)
     if not all(layout.encoder(0, m).is_file() for m in MODALITIES):  # iteration 0: the random init, as files
         call(INIT, cfg, INIT.paths(layout, Slot()))
@@ -200,7 +200,7 @@ def pretrain(root: Path, layout: RunLayout, cfg: Config, progress: bool = False,
 
     trained = [layout.iteration_stats(i)["train"] for i in range(1, last + 1)]
     for m in MODALITIES:
-        source = last if returns_trained([t[m] for t in trained], cfg.cluster.k, cfg.train.learned_margin) else 0
+        source = final_iteration([t[m] for t in trained], cfg)
         if not source:
             log(f"warning: the final {m} encoder is the random init ({layout.encoder(0, m)}): {RANDOM_INIT_WHY}")
         # through the one atomic writer: a full disk never leaves a truncated encoder under its final name
