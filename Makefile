@@ -36,8 +36,8 @@ test-tools: $(STAMP)
 test: test-tools
 	$(BIN)/pytest -q  # everything; the fast loop: $(BIN)/pytest -m "not integration"
 
-# The learning benchmark of the README (6 rows x 3 seeds on the sample data; on 2 cores 80 min with
-# 3 clustering iterations, roughly twice that with the preset's 6):
+# The learning benchmark of the README (6 rows x 3 seeds on the sample data; about 2 h 40 min on
+# 2 cores with the preset's 6 clustering iterations):
 # bench/results/learning.{json,md,png}; `make bench-family` runs it on every member of the dataset
 # family (bench/family.yaml; a few hours per member): bench/results/learning-MEMBER.*. On your own
 # labelled manifest: $(BIN)/python bench/learning_bench.py --data MANIFEST --out FILE.json.
