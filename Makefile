@@ -38,8 +38,10 @@ test: test-tools
 
 # The learning benchmark of the README (6 rows x 3 seeds on the sample data; about 2 h 40 min on
 # 2 cores with the preset's 6 clustering iterations):
-# bench/results/learning.{json,md,png}; `make bench-family` runs it on every member of the dataset
-# family (bench/family.yaml; a few hours per member): bench/results/learning-MEMBER.*. On your own
+# bench/results/learning.{json,md,png}; `make bench-family` runs XDC against random init on every
+# member of the dataset family (bench/family.yaml; 24-30 min per member on 2 cores):
+# bench/results/learning-MEMBER.*; FAMILY_METHODS="xdc supervised sdc mdc cdc" adds the other rows
+# (a few hours per member). On your own
 # labelled manifest: $(BIN)/python bench/learning_bench.py --data MANIFEST --out FILE.json.
 # In parts (--methods xdc, then the others), joined by learning_bench.py --merge PART.json ... --out FILE.json.
 # The decoding benchmark: `make bench-decode`.
@@ -47,8 +49,9 @@ FAMILY := $(shell sed -n 's/^\([a-z0-9-]*\):.*/\1/p' bench/family.yaml)
 bench: $(STAMP)
 	$(BIN)/python bench/learning_bench.py --out bench/results/learning.json
 
+FAMILY_METHODS ?= xdc
 bench-family: $(STAMP)
-	for m in $(FAMILY); do $(BIN)/python bench/learning_bench.py --member $$m --out bench/results/learning-$$m.json || exit 1; done
+	for m in $(FAMILY); do $(BIN)/python bench/learning_bench.py --methods $(FAMILY_METHODS) --member $$m --out bench/results/learning-$$m.json || exit 1; done
 
 bench-decode: $(STAMP)
 	$(BIN)/python bench/decode_bench.py --out bench/results/decode.json
