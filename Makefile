@@ -39,7 +39,7 @@ test: test-tools
 # The learning benchmark of the README (6 rows x 3 seeds on the sample data; about 2 h 40 min on
 # 2 cores with the preset's 6 clustering iterations):
 # bench/results/learning.{json,md,png}; `make bench-family` runs XDC against random init on every
-# member of the dataset family (bench/family.yaml; 24-30 min per member on 2 cores):
+# member of the dataset family (bench/family.yaml; 25-28 min per member on 2 cores):
 # bench/results/learning-MEMBER.*; FAMILY_METHODS="xdc supervised sdc mdc cdc" adds the other rows
 # (a few hours per member). On your own
 # labelled manifest: $(BIN)/python bench/learning_bench.py --data MANIFEST --out FILE.json.
