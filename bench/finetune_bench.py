@@ -1,13 +1,14 @@
 """Finetuning with few labels, from pretrained vs from scratch (the paper's Table 1 protocol).
 
-Reads the encoders the learning benchmark saved (``bench/work/learning/runs/<method>_seed<s>/``)
-and, per seed and modality, fully finetunes (trunk and a fresh fc) the pretrained encoder and the
+Reads the encoders the learning benchmark saved (its ``--work``/runs/METHOD_seedS/, found through
+its results file, parts merged or not) and, per seed and modality, fully finetunes (trunk and a fresh fc) the pretrained encoder and the
 same seed's random-init encoder on the same few labelled videos (``--per-class`` of each class of
 the train split), with the same schedule and lr, then scores both on the whole test split. Reports
 top-1 and the paired difference (pretrained minus scratch) with a 95% bootstrap interval over the
 test videos, per seed and pooled over seeds.
 
-Usage: python bench/finetune_bench.py --out bench/results/finetune.json [--methods xdc supervised]
+Usage: python bench/finetune_bench.py --learning bench/results/learning.json
+       --out bench/results/finetune.json [--methods xdc supervised] [--per-class 10]
 """
 
 from __future__ import annotations
@@ -28,25 +29,52 @@ from xdc_core.dataset import ClipDataset
 from xdc_core.evaluate import finetune, paired_bootstrap
 from xdc_core.steps import init_encoder, load_encoder
 
+sys.path.insert(0, str(Path(__file__).parent))
+from learning_bench import git_commit, machine  # noqa: E402  (what ran where, recorded the same way)
+
 # A short schedule: few labels, a few hundred steps, the same for pretrained and scratch.
 SCHEDULE = Schedule(epoch_size=640, batch_size=32, lr=0.01, warmup_epochs=1, total_epochs=5, decay="cosine",
                     weight_decay=0.005)
+
+
+def few_labelled(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """``per_class`` training videos of every class, drawn by ``seed`` (the same for every init)."""
+    rng = np.random.default_rng([seed, 23])
+    classes, counts = np.unique(labels, return_counts=True)
+    if counts.min() < per_class:
+        raise SystemExit(f"--per-class {per_class}: class {classes[counts.argmin()]} has only {counts.min()} "
+                         f"training videos; ask for at most {counts.min()} per class")
+    return np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False)
+                                   for c in classes]))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--learning", type=Path, default=Path("bench/results/learning.json"),
                     help="the learning benchmark's results (settings, seeds, decoded dataset)")
-    ap.add_argument("--work", type=Path, default=Path("bench/work/learning"))
+    ap.add_argument("--work", type=Path, help="where the learning benchmark ran (default: its results say)")
     ap.add_argument("--methods", nargs="+", default=["xdc"])
-    ap.add_argument("--per-class", type=int, default=10, help="labelled training videos per class")
+    ap.add_argument("--per-class", type=int, default=10,
+                    help="labelled training videos per class (10: the few-label regime, about 1%% of UCF101)")
+    ap.add_argument("--epoch-size", type=int, default=SCHEDULE.epoch_size,
+                    help="clips per finetuning epoch (5 epochs; the default gives a few hundred steps)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/finetune.json"))
     args = ap.parse_args()
     started = time.perf_counter()
     learning = json.loads(args.learning.read_text())
     ran = learning["ran"]
+    if "decoded" not in ran:
+        raise SystemExit(f"{args.learning} does not say where its decoded dataset and encoders are (written "
+                         "before they were recorded): rerun bench/learning_bench.py")
     cfg = load_config(ran["config"], ran["overrides"])
-    decoded = next(p for p in sorted(args.work.glob(f"sample-{ran['videos']}v-{ran['classes']}c-seed*-decoded-*")))
+    decoded, work = Path(ran["decoded"]), args.work or Path(ran["work"])
+    encoders = {(method, seed, m): work / "runs" / f"{method}_seed{seed}" / f"{m}_encoder.pt"
+                for method in args.methods for seed in ran["seeds"] for m in MODALITIES}
+    missing = [str(p) for p in [decoded, *encoders.values()] if not p.exists()]
+    if missing:
+        raise SystemExit(f"{args.learning}: {', '.join(missing)} not found: run bench/learning_bench.py with "
+                         f"--methods {' '.join(args.methods)} --work {work} (or pass --work where it ran)")
+    schedule = SCHEDULE.model_copy(update={"epoch_size": args.epoch_size})
     device = torch.device("cpu")
     results: dict[str, dict[str, list[dict]]] = {}
     for method in ["scratch", *args.methods]:
@@ -57,16 +85,13 @@ def main() -> int:
         test = ClipDataset(decoded, cfg.data, "eval", cfg.evaluate.test_split, (m,))
         labels = np.asarray(train.labels)
         for seed in ran["seeds"]:
-            rng = np.random.default_rng([seed, 23])
-            few = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), args.per_class, replace=False)
-                                          for c in np.unique(labels)]))
+            few = few_labelled(labels, args.per_class, seed)
             c = cfg.model_copy(update={"seed": seed})
             trunks = {"scratch": init_encoder(m, c)} | {
-                method: load_encoder(m, c, args.work / "runs" / f"{method}_seed{seed}" / f"{m}_encoder.pt")
-                for method in args.methods}
+                method: load_encoder(m, c, encoders[method, seed, m]) for method in args.methods}
             for method, trunk in trunks.items():
                 r = finetune(trunk, m, Subset(train, few.tolist()), Subset(train_eval, few.tolist()), test,
-                             labels[few], np.asarray(test.labels), SCHEDULE, [SCHEDULE.lr], 0.2, seed, device,
+                             labels[few], np.asarray(test.labels), schedule, [schedule.lr], 0.2, seed, device,
                              cfg.evaluate.workers, progress=False)
                 results[method][m].append({"seed": seed, "top1": r["top1"], "correct": r["correct"]})
                 print(f"[{method} {m} seed {seed}] finetune top-1 {r['top1']:.3f}", flush=True)
@@ -81,8 +106,9 @@ def main() -> int:
                                                            [e["correct"] for e in results["scratch"][m]])
             table[method][m] = row
     out = {"learning": str(args.learning), "labelled_videos": int(len(few)), "per_class": args.per_class,
-           "schedule": SCHEDULE.model_dump(), "seeds": ran["seeds"], "table": table, "runs": results,
-           "seconds": round(time.perf_counter() - started, 1)}
+           "schedule": schedule.model_dump(), "seeds": ran["seeds"], "test_videos": len(test),
+           "git_commit": git_commit(), "machine": machine(), "command": " ".join(["python", *sys.argv]),
+           "table": table, "runs": results, "seconds": round(time.perf_counter() - started, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     print("| init | video top-1 | video Δ vs scratch [95% CI] | audio top-1 | audio Δ vs scratch [95% CI] |")

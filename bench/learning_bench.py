@@ -16,7 +16,8 @@ supervised reference beats random init by >= 0.3 on both modalities. Where they 
 expected to gain: the results say so next to the gains. It writes what it ran (settings file,
 overrides, video count, git commit, machine), the results, a Markdown table (``.md``) and a plot
 (``.png``) next to the JSON file. Runs start from scratch each time (the sample data, the decoded
-dataset and its clip cache are deterministic and reused).
+dataset and its clip cache are deterministic and reused); each run's encoders stay in
+``--work``/runs/METHOD_seedS/ for bench/finetune_bench.py.
 
 The methods can run in parts (``--methods xdc``, then ``--methods sdc mdc``, on other days or
 machines) and ``--merge`` joins the parts' result files into one table, refusing parts that differ
@@ -408,7 +409,15 @@ def main() -> int:
     cfg = load_config(args.config, overrides)
     dataset, spec = dataset_spec(args)
     decoded, timings = prepare(args, cfg, spec)
-    shutil.rmtree(args.work / "runs", ignore_errors=True)  # every run from scratch
+    # Every run from scratch; the runs of other parts (other methods in the same --work) stay for
+    # bench/finetune_bench.py.
+    for seed in args.seeds:
+        for stale in [*(args.work / "runs").glob(f"calib_seed{seed}_*"),
+                      *(args.work / "runs" / f"{method}_seed{seed}" for method in args.methods)]:
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink(missing_ok=True)
     pretrain_labels = np.asarray(ClipDataset(decoded, cfg.data, "eval", cfg.train.split, ("audio",), clips=1).labels)
     log = lambda tag: (lambda line: print(f"[{tag}]", line, flush=True))  # noqa: E731
 
@@ -460,6 +469,8 @@ def main() -> int:
                 "dataset": dataset, "sample_spec": None if spec is None else vars(spec),
                 "data_seed": args.data_seed,
                 "pretrain_videos": int(len(pretrain_labels)), "test_videos": test_videos,
+                # Where the decoded dataset and the runs' encoders are (bench/finetune_bench.py reads them).
+                "work": str(args.work), "decoded": str(decoded),
                 "git_commit": commit, "learning_code": code, "machine": machine(),
                 "command": " ".join(["python", *sys.argv])},
         "timings": timings | {"total_s": round(time.perf_counter() - started, 1)},

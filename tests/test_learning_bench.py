@@ -1,5 +1,6 @@
 """``bench/learning_bench.py`` on a labelled manifest of the user's (``--data``), run in two parts
-(different methods) and joined by ``--merge``, which refuses parts of different benchmarks."""
+(different methods) and joined by ``--merge``, which refuses parts of different benchmarks; then
+``bench/finetune_bench.py`` on the encoders both parts left in their shared ``--work``."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from conftest import TINY_SETTINGS
 REPO = Path(__file__).resolve().parents[1]
 
 
-def bench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "bench/learning_bench.py", *args], cwd=REPO, capture_output=True,
+def bench(*args: str, script: str = "learning_bench.py") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, f"bench/{script}", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=600, check=False)
 
 
@@ -34,6 +35,14 @@ def parts(tiny_sample, tmp_path_factory) -> dict[str, Path]:
         done = bench("--data", str(tiny_sample), "--config", str(config), "--methods", method, "--seeds", "0",
                      "--work", str(tmp / "work"), "--out", str(out[method]))
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def merged(parts, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("merged") / "learning.json"
+    done = bench("--merge", str(parts["xdc"]), str(parts["sdc"]), "--out", str(out))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out
 
 
@@ -55,18 +64,15 @@ def test_a_manifest_of_yours_gets_the_calibration_and_the_paired_table(parts, ti
 
 
 @pytest.mark.integration
-def test_merge_joins_parts_into_the_table_each_part_had(parts, tmp_path):
-    out = tmp_path / "learning.json"
-    done = bench("--merge", str(parts["xdc"]), str(parts["sdc"]), "--out", str(out))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    merged = json.loads(out.read_text())
+def test_merge_joins_parts_into_the_table_each_part_had(parts, merged):
+    result = json.loads(merged.read_text())
     xdc, sdc = (json.loads(parts[m].read_text()) for m in ("xdc", "sdc"))
-    assert list(merged["table"]) == ["random-init", "xdc", "sdc"]
-    assert merged["table"]["xdc"] == xdc["table"]["xdc"] and merged["table"]["sdc"] == sdc["table"]["sdc"]
-    assert merged["ran"]["methods"] == ["xdc", "sdc"]
-    assert [p["methods"] for p in merged["ran"]["parts"]] == [["xdc"], ["sdc"]]
-    assert merged["timings"]["total_s"] == pytest.approx(xdc["timings"]["total_s"] + sdc["timings"]["total_s"])
-    assert "| sdc |" in out.with_suffix(".md").read_text()
+    assert list(result["table"]) == ["random-init", "xdc", "sdc"]
+    assert result["table"]["xdc"] == xdc["table"]["xdc"] and result["table"]["sdc"] == sdc["table"]["sdc"]
+    assert result["ran"]["methods"] == ["xdc", "sdc"]
+    assert [p["methods"] for p in result["ran"]["parts"]] == [["xdc"], ["sdc"]]
+    assert result["timings"]["total_s"] == pytest.approx(xdc["timings"]["total_s"] + sdc["timings"]["total_s"])
+    assert "| sdc |" in merged.with_suffix(".md").read_text()
 
 
 @pytest.mark.integration
@@ -89,3 +95,31 @@ def test_merge_refuses_parts_of_different_benchmarks(parts, tmp_path, change, sa
     (tmp_path / "other.json").write_text(json.dumps(other))
     with pytest.raises(SystemExit, match=says):
         learning_bench.merge([parts["xdc"], tmp_path / "other.json"])
+
+
+@pytest.mark.integration
+def test_finetuning_reads_the_encoders_of_every_part(merged, tmp_path):
+    out = tmp_path / "finetune.json"
+    done = bench("--learning", str(merged), "--methods", "xdc", "sdc", "--per-class", "2", "--epoch-size", "16",
+                 "--out", str(out), script="finetune_bench.py")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert list(result["table"]) == ["scratch", "xdc", "sdc"]
+    assert result["labelled_videos"] == 2 * 2 and result["seeds"] == [0]
+    for method in ("xdc", "sdc"):
+        for m in ("video", "audio"):
+            [run] = result["runs"][method][m]
+            assert len(run["correct"]) == result["test_videos"]
+            d = result["table"][method][m]["delta_vs_scratch"]
+            assert d["ci95"][0] <= d["delta"] <= d["ci95"][1]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("args, says", [
+    (["--per-class", "1000"], "training videos; ask for at most"),
+    (["--methods", "cdc"], "cdc_seed0/audio_encoder.pt not found: run bench/learning_bench.py with --methods cdc"),
+])
+def test_finetuning_says_what_is_missing(merged, tmp_path, args, says):
+    done = bench("--learning", str(merged), *args, "--out", str(tmp_path / "f.json"), script="finetune_bench.py")
+    assert done.returncode != 0 and says in done.stderr, done.stderr[-3000:]
+    assert not (tmp_path / "f.json").exists()
