@@ -1,11 +1,11 @@
 """Finetuning with few labels, from pretrained vs from scratch (the paper's Table 1 protocol).
 
-Reads the encoders the learning benchmark saved (its ``--work``/runs/METHOD_seedS/, found through
-its results file, parts merged or not) and, per seed and modality, fully finetunes (trunk and a fresh fc) the pretrained encoder and the
-same seed's random-init encoder on the same few labelled videos (``--per-class`` of each class of
-the train split), with the same schedule and lr, then scores both on the whole test split. Reports
-top-1 and the paired difference (pretrained minus scratch) with a 95% bootstrap interval over the
-test videos, per seed and pooled over seeds.
+Reads the encoders the learning benchmark saved (its results file, parts merged or not, names each
+run's encoders and their SHA-256) and, per seed and modality, fully finetunes (trunk and a fresh
+fc) the pretrained encoder and the same seed's random-init encoder on the same few labelled videos
+(``--per-class`` of each class of the train split), with the same schedule and lr, then scores both
+on the whole test split. Reports each seed's top-1, and the paired difference (pretrained minus
+scratch) pooled over the seeds with a 95% bootstrap interval over the test videos.
 
 Usage: python bench/finetune_bench.py --learning bench/results/learning.json
        --out bench/results/finetune.json [--methods xdc supervised] [--per-class 10]
@@ -14,6 +14,7 @@ Usage: python bench/finetune_bench.py --learning bench/results/learning.json
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
@@ -37,6 +38,32 @@ SCHEDULE = Schedule(epoch_size=640, batch_size=32, lr=0.01, warmup_epochs=1, tot
                     weight_decay=0.005)
 
 
+def trained_encoders(path: Path, learning: dict, methods: list[str]) -> tuple[Path, dict[tuple[str, int], dict]]:
+    """The decoded dataset and each (method, seed)'s encoder files, checked against the SHA-256 the
+    learning benchmark recorded: a later run in the same --work may have replaced them."""
+    rerun = f"rerun bench/learning_bench.py with --methods {' '.join(methods)}"
+    encoders = {}
+    for method in methods:
+        if method not in learning["runs"]:
+            raise SystemExit(f"{path} ran no {method} (it ran {', '.join(learning['runs'])}): {rerun}")
+        for run in learning["runs"][method]:
+            if "encoders" not in run:
+                raise SystemExit(f"{path} does not name its runs' encoders (written before they were recorded): "
+                                 f"{rerun}")
+            for m, enc in run["encoders"].items():
+                where = Path(enc["path"])
+                if not where.is_file():
+                    raise SystemExit(f"{where} ({method} seed {run['seed']}, {path}) is gone: {rerun}")
+                if hashlib.sha256(where.read_bytes()).hexdigest() != enc["sha256"]:
+                    raise SystemExit(f"{where} is not the {m} encoder {path} recorded ({method} seed {run['seed']}; "
+                                     f"a later run replaced it): {rerun}, or give each benchmark a --work of its own")
+            encoders[method, run["seed"]] = {m: Path(enc["path"]) for m, enc in run["encoders"].items()}
+    decoded = Path(learning["ran"]["decoded"])
+    if not decoded.is_dir():
+        raise SystemExit(f"{decoded} ({path}'s decoded dataset) is gone: {rerun}")
+    return decoded, encoders
+
+
 def few_labelled(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     """``per_class`` training videos of every class, drawn by ``seed`` (the same for every init)."""
     rng = np.random.default_rng([seed, 23])
@@ -52,7 +79,6 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--learning", type=Path, default=Path("bench/results/learning.json"),
                     help="the learning benchmark's results (settings, seeds, decoded dataset)")
-    ap.add_argument("--work", type=Path, help="where the learning benchmark ran (default: its results say)")
     ap.add_argument("--methods", nargs="+", default=["xdc"])
     ap.add_argument("--per-class", type=int, default=10,
                     help="labelled training videos per class (10: the few-label regime, about 1%% of UCF101)")
@@ -63,17 +89,8 @@ def main() -> int:
     started = time.perf_counter()
     learning = json.loads(args.learning.read_text())
     ran = learning["ran"]
-    if "decoded" not in ran:
-        raise SystemExit(f"{args.learning} does not say where its decoded dataset and encoders are (written "
-                         "before they were recorded): rerun bench/learning_bench.py")
     cfg = load_config(ran["config"], ran["overrides"])
-    decoded, work = Path(ran["decoded"]), args.work or Path(ran["work"])
-    encoders = {(method, seed, m): work / "runs" / f"{method}_seed{seed}" / f"{m}_encoder.pt"
-                for method in args.methods for seed in ran["seeds"] for m in MODALITIES}
-    missing = [str(p) for p in [decoded, *encoders.values()] if not p.exists()]
-    if missing:
-        raise SystemExit(f"{args.learning}: {', '.join(missing)} not found: run bench/learning_bench.py with "
-                         f"--methods {' '.join(args.methods)} --work {work} (or pass --work where it ran)")
+    decoded, encoders = trained_encoders(args.learning, learning, args.methods)
     schedule = SCHEDULE.model_copy(update={"epoch_size": args.epoch_size})
     device = torch.device("cpu")
     results: dict[str, dict[str, list[dict]]] = {}
@@ -88,7 +105,7 @@ def main() -> int:
             few = few_labelled(labels, args.per_class, seed)
             c = cfg.model_copy(update={"seed": seed})
             trunks = {"scratch": init_encoder(m, c)} | {
-                method: load_encoder(m, c, encoders[method, seed, m]) for method in args.methods}
+                method: load_encoder(m, c, encoders[method, seed][m]) for method in args.methods}
             for method, trunk in trunks.items():
                 r = finetune(trunk, m, Subset(train, few.tolist()), Subset(train_eval, few.tolist()), test,
                              labels[few], np.asarray(test.labels), schedule, [schedule.lr], 0.2, seed, device,
@@ -100,7 +117,8 @@ def main() -> int:
         table[method] = {}
         for m, entries in per_m.items():
             tops = [e["top1"] for e in entries]
-            row = {"mean": round(statistics.mean(tops), 4), "std": round(statistics.stdev(tops), 4) if len(tops) > 1 else 0.0}
+            row = {"mean": round(statistics.mean(tops), 4),
+                   "std": round(statistics.stdev(tops), 4) if len(tops) > 1 else 0.0}
             if method != "scratch":
                 row["delta_vs_scratch"] = paired_bootstrap([e["correct"] for e in entries],
                                                            [e["correct"] for e in results["scratch"][m]])

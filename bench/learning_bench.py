@@ -17,7 +17,8 @@ expected to gain: the results say so next to the gains. It writes what it ran (s
 overrides, video count, git commit, machine), the results, a Markdown table (``.md``) and a plot
 (``.png``) next to the JSON file. Runs start from scratch each time (the sample data, the decoded
 dataset and its clip cache are deterministic and reused); each run's encoders stay in
-``--work``/runs/METHOD_seedS/ for bench/finetune_bench.py.
+``--work``/runs/DATASET/METHOD_seedS/, named in the results with their SHA-256, for
+bench/finetune_bench.py.
 
 The methods can run in parts (``--methods xdc``, then ``--methods sdc mdc``, on other days or
 machines) and ``--merge`` joins the parts' result files into one table, refusing parts that differ
@@ -324,6 +325,10 @@ SAME_BENCHMARK = ("dataset", "sample_spec", "data_seed", "seeds", "config", "ove
                   "test_videos")
 
 
+def encoder_record(path: Path) -> dict[str, str]:
+    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
 def learning_code() -> str:
     """A digest of xdc_core/ (code and presets) as it is on disk: what the results depend on, whether
     or not it is committed. Parts with the same digest ran the same learning code."""
@@ -409,11 +414,12 @@ def main() -> int:
     cfg = load_config(args.config, overrides)
     dataset, spec = dataset_spec(args)
     decoded, timings = prepare(args, cfg, spec)
-    # Every run from scratch; the runs of other parts (other methods in the same --work) stay for
-    # bench/finetune_bench.py.
+    # Every run from scratch, in a folder of this dataset's: the runs of other parts and of other
+    # datasets in the same --work stay, for bench/finetune_bench.py.
+    runs_dir = args.work / "runs" / decoded.name
     for seed in args.seeds:
-        for stale in [*(args.work / "runs").glob(f"calib_seed{seed}_*"),
-                      *(args.work / "runs" / f"{method}_seed{seed}" for method in args.methods)]:
+        for stale in [*runs_dir.glob(f"calib_seed{seed}_*"),
+                      *(runs_dir / f"{method}_seed{seed}" for method in args.methods)]:
             if stale.is_dir():
                 shutil.rmtree(stale)
             else:
@@ -425,13 +431,13 @@ def main() -> int:
     calib: dict[str, Any] = {}
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in args.methods}
     for seed in args.seeds:
-        calib[str(seed)] = calibration(decoded, cfg.model_copy(update={"seed": seed}), seed, args.work / "runs")
+        calib[str(seed)] = calibration(decoded, cfg.model_copy(update={"seed": seed}), seed, runs_dir)
         log(f"calibration seed {seed}")(json.dumps(calib[str(seed)]))
     for seed in [] if args.calibrate_only else args.seeds:
         c = cfg.model_copy(update={"seed": seed})
         random.append({m: probe_encoder(decoded, c, m, init_encoder(m, c), progress=False) for m in MODALITIES})
         for method in args.methods:
-            out = args.work / "runs" / f"{method}_seed{seed}"
+            out = runs_dir / f"{method}_seed{seed}"
             mc = c if method == "supervised" else c.model_copy(
                 update={"cluster": c.cluster.model_copy(update={"method": method})})
             t0 = time.perf_counter()
@@ -458,6 +464,11 @@ def main() -> int:
                 "findings": findings(metrics["iteration_stats"], mc.cluster.k, mc.train.learned_margin)
                 if method != "supervised" else [],
                 "final_from": final_from,
+                # The encoders the run returned, with their SHA-256: bench/finetune_bench.py refuses
+                # files a later run in the same --work has replaced.
+                "encoders": {m: encoder_record(RunLayout(out).encoder(mc.cluster.iterations, m)
+                                               if method == "supervised" else RunLayout(out).final_encoder(m))
+                             for m in MODALITIES},
             })
             print(f"[{method} seed {seed}] probe video {metrics['probe']['video']['top1']:.3f} audio "
                   f"{metrics['probe']['audio']['top1']:.3f} ({seconds:.0f} s)", flush=True)
@@ -469,8 +480,7 @@ def main() -> int:
                 "dataset": dataset, "sample_spec": None if spec is None else vars(spec),
                 "data_seed": args.data_seed,
                 "pretrain_videos": int(len(pretrain_labels)), "test_videos": test_videos,
-                # Where the decoded dataset and the runs' encoders are (bench/finetune_bench.py reads them).
-                "work": str(args.work), "decoded": str(decoded),
+                "decoded": str(decoded),  # for bench/finetune_bench.py
                 "git_commit": commit, "learning_code": code, "machine": machine(),
                 "command": " ".join(["python", *sys.argv])},
         "timings": timings | {"total_s": round(time.perf_counter() - started, 1)},

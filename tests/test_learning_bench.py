@@ -114,12 +114,23 @@ def test_finetuning_reads_the_encoders_of_every_part(merged, tmp_path):
             assert d["ci95"][0] <= d["delta"] <= d["ci95"][1]
 
 
+def replaced_encoder(result: dict) -> None:
+    result["runs"]["xdc"][0]["encoders"]["video"]["sha256"] = "0" * 64
+
+
 @pytest.mark.integration
-@pytest.mark.parametrize("args, says", [
-    (["--per-class", "1000"], "training videos; ask for at most"),
-    (["--methods", "cdc"], "cdc_seed0/audio_encoder.pt not found: run bench/learning_bench.py with --methods cdc"),
+@pytest.mark.parametrize("args, change, says", [
+    (["--per-class", "1000"], None, "training videos; ask for at most"),
+    (["--methods", "cdc"], None, "ran no cdc (it ran xdc, sdc): rerun bench/learning_bench.py with --methods cdc"),
+    ([], replaced_encoder, "is not the video encoder"),
 ])
-def test_finetuning_says_what_is_missing(merged, tmp_path, args, says):
-    done = bench("--learning", str(merged), *args, "--out", str(tmp_path / "f.json"), script="finetune_bench.py")
+def test_finetuning_says_what_is_missing(merged, tmp_path, args, change, says):
+    learning = merged
+    if change:
+        result = json.loads(merged.read_text())
+        change(result)
+        learning = tmp_path / "learning.json"
+        learning.write_text(json.dumps(result))
+    done = bench("--learning", str(learning), *args, "--out", str(tmp_path / "f.json"), script="finetune_bench.py")
     assert done.returncode != 0 and says in done.stderr, done.stderr[-3000:]
     assert not (tmp_path / "f.json").exists()
