@@ -11,7 +11,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-tools bench bench-family bench-decode install clean images dvc-lock
+.PHONY: demo test test-tools bench bench-family bench-finetune bench-decode install clean images dvc-lock
 
 install: $(STAMP)
 
@@ -44,6 +44,8 @@ test: test-tools
 # (a few hours per member). On your own
 # labelled manifest: $(BIN)/python bench/learning_bench.py --data MANIFEST --out FILE.json.
 # In parts (--methods xdc, then the others), joined by learning_bench.py --merge PART.json ... --out FILE.json.
+# `make bench-finetune` finetunes the XDC encoders `make bench-family` left for shapes, and their
+# random init, on 10 labelled videos per class (about 2 min): bench/results/finetune.json.
 # The decoding benchmark: `make bench-decode`.
 FAMILY := $(shell sed -n 's/^\([a-z0-9-]*\):.*/\1/p' bench/family.yaml)
 bench: $(STAMP)
@@ -52,6 +54,9 @@ bench: $(STAMP)
 FAMILY_METHODS ?= xdc
 bench-family: $(STAMP)
 	for m in $(FAMILY); do $(BIN)/python bench/learning_bench.py --methods $(FAMILY_METHODS) --member $$m --out bench/results/learning-$$m.json || exit 1; done
+
+bench-finetune: $(STAMP)
+	$(BIN)/python bench/finetune_bench.py --learning bench/results/learning-shapes.json --out bench/results/finetune.json
 
 bench-decode: $(STAMP)
 	$(BIN)/python bench/decode_bench.py --out bench/results/decode.json
