@@ -33,7 +33,7 @@ from xdc_core.steps import init_encoder, load_encoder
 sys.path.insert(0, str(Path(__file__).parent))
 from learning_bench import git_commit, machine  # noqa: E402  (what ran where, recorded the same way)
 
-# A short schedule: few labels, a few hundred steps, the same for pretrained and scratch.
+# A short schedule (5 epochs of 640 clips: 100 steps), the same for pretrained and scratch.
 SCHEDULE = Schedule(epoch_size=640, batch_size=32, lr=0.01, warmup_epochs=1, total_epochs=5, decay="cosine",
                     weight_decay=0.005)
 
@@ -78,12 +78,15 @@ def few_labelled(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--learning", type=Path, default=Path("bench/results/learning.json"),
-                    help="the learning benchmark's results (settings, seeds, decoded dataset)")
-    ap.add_argument("--methods", nargs="+", default=["xdc"])
+                    help="the learning benchmark's results: settings, seeds, and the encoders and decoded dataset "
+                         "they name")
+    ap.add_argument("--methods", nargs="+", default=["xdc"],
+                    help="whose encoders to finetune (methods the results ran; each against the same seed's random "
+                         "init)")
     ap.add_argument("--per-class", type=int, default=10,
-                    help="labelled training videos per class (10: the few-label regime, about 1%% of UCF101)")
+                    help="labelled training videos per class, the same videos for every init")
     ap.add_argument("--epoch-size", type=int, default=SCHEDULE.epoch_size,
-                    help="clips per finetuning epoch (5 epochs; the default gives a few hundred steps)")
+                    help="clips per finetuning epoch, 5 epochs (640: 100 steps of 32 clips)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/finetune.json"))
     args = ap.parse_args()
     started = time.perf_counter()
