@@ -14,7 +14,6 @@ Usage: python bench/finetune_bench.py --learning bench/results/learning.json
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import statistics
 import sys
@@ -31,7 +30,7 @@ from xdc_core.evaluate import finetune, paired_bootstrap
 from xdc_core.steps import init_encoder, load_encoder
 
 sys.path.insert(0, str(Path(__file__).parent))
-from learning_bench import git_commit, machine  # noqa: E402  (what ran where, recorded the same way)
+from learning_bench import encoder_record, git_commit, machine  # noqa: E402  (recorded the same way)
 
 # A short schedule (5 epochs of 640 clips: 100 steps), the same for pretrained and scratch.
 SCHEDULE = Schedule(epoch_size=640, batch_size=32, lr=0.01, warmup_epochs=1, total_epochs=5, decay="cosine",
@@ -50,14 +49,15 @@ def trained_encoders(path: Path, learning: dict, methods: list[str]) -> tuple[Pa
             if "encoders" not in run:
                 raise SystemExit(f"{path} does not name its runs' encoders (written before they were recorded): "
                                  f"{rerun}")
+            encoders[method, run["seed"]] = {}
             for m, enc in run["encoders"].items():
                 where = Path(enc["path"])
                 if not where.is_file():
                     raise SystemExit(f"{where} ({method} seed {run['seed']}, {path}) is gone: {rerun}")
-                if hashlib.sha256(where.read_bytes()).hexdigest() != enc["sha256"]:
+                if encoder_record(where) != enc:
                     raise SystemExit(f"{where} is not the {m} encoder {path} recorded ({method} seed {run['seed']}; "
                                      f"a later run replaced it): {rerun}, or give each benchmark a --work of its own")
-            encoders[method, run["seed"]] = {m: Path(enc["path"]) for m, enc in run["encoders"].items()}
+                encoders[method, run["seed"]][m] = where
     decoded = Path(learning["ran"]["decoded"])
     if not decoded.is_dir():
         raise SystemExit(f"{decoded} ({path}'s decoded dataset) is gone: {rerun}")
